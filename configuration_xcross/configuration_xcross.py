@@ -1,0 +1,161 @@
+"""Configuration of an X-Cross model: which frozen base, which source adapters, how they are fused."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+POOLING_MODES = ("cls", "last")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One source adapter of the bank: its LoRA settings and where its weights come from.
+
+    `target_modules` follows PEFT's rule: a list of module-name suffixes, or a single regex string matched
+    against the full module name.
+    """
+
+    name: str
+    r: int
+    lora_alpha: float
+    target_modules: list[str] | str
+    source: str | None = None
+    revision: str | None = None
+    use_rslora: bool = False
+
+    @property
+    def scaling(self) -> float:
+        """The factor PEFT applies to B @ A: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+        return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "target_modules": self.target_modules,
+            "source": self.source,
+            "revision": self.revision,
+            "use_rslora": self.use_rslora,
+        }
+
+    @classmethod
+    def from_dict(cls, entry: dict, position: int = 0) -> "AdapterSpec":
+        if not isinstance(entry, dict):
+            raise ValueError(f"adapters[{position}] must be a dict with at least 'name', 'r', 'lora_alpha', "
+                             f"'target_modules'; got {type(entry).__name__}.")
+        required = ("name", "r", "lora_alpha", "target_modules")
+        missing = [key for key in required if key not in entry]
+        if missing:
+            raise ValueError(f"adapters[{position}] ({entry.get('name', '?')!r}) lacks {missing}; every adapter "
+                             f"entry needs {list(required)}.")
+        unknown = set(entry) - {f.name for f in cls.__dataclass_fields__.values()}
+        if unknown:
+            raise ValueError(f"adapters[{position}] ({entry['name']!r}) has unknown keys {sorted(unknown)}.")
+        spec = cls(**entry)
+        if not isinstance(spec.name, str) or not spec.name or "." in spec.name:
+            raise ValueError(f"adapters[{position}] has an invalid name {spec.name!r}: use a non-empty string "
+                             "without dots (it names parameters and Hub files).")
+        if not isinstance(spec.r, int) or spec.r < 1:
+            raise ValueError(f"adapter {spec.name!r}: r must be a positive integer, got {spec.r!r}.")
+        if not isinstance(spec.lora_alpha, (int, float)) or not math.isfinite(spec.lora_alpha):
+            raise ValueError(f"adapter {spec.name!r}: lora_alpha must be a finite number, got {spec.lora_alpha!r}.")
+        if not spec.target_modules or not isinstance(spec.target_modules, (list, str)):
+            raise ValueError(f"adapter {spec.name!r}: target_modules must be a non-empty list of module names or "
+                             f"a regex string, got {spec.target_modules!r}.")
+        return spec
+
+
+@strict
+class XCrossConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`XCrossForSequentialRecommendation`].
+
+    The base model is referred to, not copied: `base_model_name_or_path` (and `base_model_revision`) say where its
+    weights come from, while `base_config` embeds its configuration so the architecture can be built offline.
+
+    Args:
+        base_model_name_or_path (`str`): Hub id or local path of the frozen base model.
+        base_model_revision (`str`, *optional*): Revision (branch, tag or commit) of the base model.
+        base_config (`dict` or `PreTrainedConfig`): The base model's configuration.
+        adapters (`list[dict]`): The source adapters in bank order, one dict per adapter with the keys of
+            [`AdapterSpec`]: `name`, `r`, `lora_alpha`, `target_modules`, `source`, `revision`, `use_rslora`.
+        beta (`float`, defaults to 1.0): Weight of the cross-domain scaling term of the refine step.
+        gamma (`float`, defaults to 1.0): Weight of the interaction (difference) term of the refine step.
+        integrated_layers (`list[int]`, *optional*): Indices of the blocks followed by a fusion head; all when unset.
+        pooling (`str`, *optional*): `"cls"` (first token) or `"last"` (last non-padding token); the backbone
+            family's default when unset (`cls` for encoders, `last` for decoders).
+        initializer_range (`float`, defaults to 0.02): Standard deviation of the pooler and score head init.
+    """
+
+    model_type = "xcross"
+    sub_configs_defaults = {"base_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    base_config: dict | PreTrainedConfig | None = None
+    adapters: list[dict] = field(default_factory=list)
+    beta: float | int = 1.0
+    gamma: float | int = 1.0
+    integrated_layers: list[int] | None = None
+    pooling: str | None = None
+    initializer_range: float = 0.02
+
+    @property
+    def adapter_specs(self) -> list[AdapterSpec]:
+        return [AdapterSpec.from_dict(entry, position) for position, entry in enumerate(self.adapters)]
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [entry["name"] for entry in self.adapters]
+
+    @property
+    def num_adapters(self) -> int:
+        return len(self.adapters)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.base_config.hidden_size
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.base_config.num_hidden_layers
+
+    @property
+    def fused_layers(self) -> list[int]:
+        """The block indices that carry a fusion head, in increasing order."""
+        if self.integrated_layers is None:
+            return list(range(self.num_hidden_layers))
+        return sorted(self.integrated_layers)
+
+    def validate_adapters(self):
+        specs = self.adapter_specs
+        names = [spec.name for spec in specs]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"Adapter names must be unique; {duplicated} appear more than once in `adapters`.")
+
+    def validate_fusion(self):
+        for name in ("beta", "gamma"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if self.pooling is not None and self.pooling not in POOLING_MODES:
+            raise ValueError(f"`pooling` must be one of {POOLING_MODES} or None (the backbone's default), "
+                             f"got {self.pooling!r}.")
+        if self.integrated_layers is not None:
+            num_layers = self.num_hidden_layers
+            bad = [index for index in self.integrated_layers if not 0 <= index < num_layers]
+            if bad:
+                raise ValueError(f"`integrated_layers` {bad} are out of range: the base has {num_layers} blocks, "
+                                 f"indices 0..{num_layers - 1}.")
+            if len(set(self.integrated_layers)) != len(self.integrated_layers):
+                raise ValueError(f"`integrated_layers` lists a block twice: {self.integrated_layers}.")
+
+
+__all__ = ["AdapterSpec", "XCrossConfig"]

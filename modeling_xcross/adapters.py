@@ -1,0 +1,113 @@
+"""Reading PEFT LoRA adapters (a local directory or a Hub repo) into plain tensors for the adapter bank."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
+
+from configuration_xcross import AdapterSpec
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+# LoRA features the bank does not reproduce; an adapter using any of them is refused rather than run wrongly.
+_UNSUPPORTED_SETTINGS = {
+    "use_dora": (False, None),
+    "lora_bias": (False, None),
+    "fan_in_fan_out": (False, None),
+    "rank_pattern": ({}, None),
+    "alpha_pattern": ({}, None),
+    "layers_to_transform": (None,),
+    "layer_replication": (None,),
+    "exclude_modules": (None,),
+    "target_parameters": (None, []),
+    "trainable_token_indices": (None,),
+}
+
+
+@dataclass
+class LoraAdapter:
+    """A LoRA adapter as the bank needs it: its settings and `{module path: (A (r, in), B (out, r))}`.
+
+    Module paths are relative to whatever model PEFT wrapped (PEFT's `base_model.model.` prefix removed); the
+    bank matches them to the base model's modules by suffix.
+    """
+
+    spec: AdapterSpec
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    base_model_name_or_path: str | None = None
+
+
+def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Path, Path]:
+    local = Path(source)
+    if local.is_dir():
+        files = (local / ADAPTER_CONFIG_NAME, local / ADAPTER_WEIGHTS_NAME)
+        for path in files:
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{local} is not a PEFT LoRA adapter directory: {path.name} is missing. Save adapters with "
+                    f"`peft_model.save_pretrained(dir)` (safetensors), which writes {ADAPTER_CONFIG_NAME} and "
+                    f"{ADAPTER_WEIGHTS_NAME}."
+                )
+        return files
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise FileNotFoundError(f"Adapter directory {source} does not exist, and it is not a Hub repo id "
+                                "('org/name').")
+    config_file = hf_hub_download(source, ADAPTER_CONFIG_NAME, revision=revision, **hub_kwargs)
+    weights_file = hf_hub_download(source, ADAPTER_WEIGHTS_NAME, revision=revision, **hub_kwargs)
+    return Path(config_file), Path(weights_file)
+
+
+def _check_supported(name: str, peft_config: dict) -> None:
+    if peft_config.get("peft_type") != "LORA":
+        raise ValueError(f"Adapter {name!r} is a {peft_config.get('peft_type')} adapter; X-Cross integrates LoRA "
+                         "adapters only.")
+    for key, allowed in _UNSUPPORTED_SETTINGS.items():
+        value = peft_config.get(key)
+        if value not in allowed:
+            raise ValueError(f"Adapter {name!r} sets {key}={value!r}, which the X-Cross adapter bank does not "
+                             f"support; train the source adapter with the default {key}={allowed[0]!r}.")
+
+
+def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> LoraAdapter:
+    """Read a PEFT LoRA adapter from a directory or Hub repo id (safetensors only, never pickles)."""
+    source = str(source)
+    config_file, weights_file = _adapter_files(source, revision, **hub_kwargs)
+    peft_config = json.loads(config_file.read_text())
+    _check_supported(name, peft_config)
+
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(weights_file).items():
+        key = key.removeprefix(PEFT_PREFIX)
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in key:
+                module_path = key.split(marker)[0]
+                pairs.setdefault(module_path, {})[part] = tensor
+    if not pairs:
+        raise ValueError(f"Adapter {name!r} ({weights_file}) holds no LoRA weights (no '.lora_A.' keys).")
+    incomplete = sorted(path for path, pair in pairs.items() if len(pair) != 2)
+    if incomplete:
+        raise ValueError(f"Adapter {name!r} has lora_A without lora_B (or the reverse) for {incomplete}.")
+
+    ranks = {pair["lora_A"].shape[0] for pair in pairs.values()}
+    if ranks != {peft_config["r"]}:
+        raise ValueError(f"Adapter {name!r} declares r={peft_config['r']} but its weights have ranks {sorted(ranks)}.")
+    spec = AdapterSpec(
+        name=name,
+        r=int(peft_config["r"]),
+        lora_alpha=peft_config["lora_alpha"],
+        target_modules=peft_config["target_modules"],
+        source=source,
+        revision=revision,
+        use_rslora=bool(peft_config.get("use_rslora", False)),
+    )
+    weights = {path: (pair["lora_A"], pair["lora_B"]) for path, pair in sorted(pairs.items())}
+    return LoraAdapter(spec=spec, weights=weights, base_model_name_or_path=peft_config.get("base_model_name_or_path"))

@@ -1,0 +1,72 @@
+"""The patched transformer block: the backbone's own block run on all n streams, then the X-Cross fusion head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def other_domain_index(num_streams: int) -> torch.Tensor:
+    """`(n, n-1)`: row m lists the other domains of m in increasing order (the order of the fusion head's `j`)."""
+    return torch.tensor([[other for other in range(num_streams) if other != m] for m in range(num_streams)],
+                        dtype=torch.long).view(num_streams, num_streams - 1)
+
+
+def refine_streams(streams: torch.Tensor, fusion_weights: torch.Tensor, beta: float, gamma: float,
+                   other_index: torch.Tensor) -> torch.Tensor:
+    """The refine step of X-Cross, for every stream and token at once.
+
+    h~_m = h_m + sum_j ( beta * z[m, 0, j] * h_o(m,j) + gamma * z[m, 1, j] * (h_m - h_o(m,j)) ),
+    regrouped as one n x n mixing matrix per token: diagonal 1 + gamma * sum_j z[m, 1, j], off-diagonal
+    beta * z[m, 0, j] - gamma * z[m, 1, j] at column o(m, j).
+
+    Args:
+        streams: `(n, batch, seq_len, d)` block outputs h_m.
+        fusion_weights: `(batch, seq_len, n, 2, n-1)` the fusion head's z.
+        other_index: `(n, n-1)` from `other_domain_index`.
+    """
+    scale, interaction = fusion_weights.unbind(dim=-2)
+    mix = torch.diag_embed(1.0 + gamma * interaction.sum(dim=-1))
+    mix = mix.scatter_add(-1, other_index.expand_as(scale), beta * scale - gamma * interaction)
+    return torch.einsum("btmk,kbtd->mbtd", mix, streams)
+
+
+class XCrossLayer(nn.Module):
+    """One block of the backbone (a Llama decoder layer, a BERT encoder layer, ...) patched for X-Cross.
+
+    The n adapter streams arrive stacked as `(n * batch, seq_len, d)` and go through the block together, so the
+    frozen weights are shared and each `LoraBankLinear` inside applies adapter m to stream m. When the layer is
+    integrated, its fusion head maps the per-token concatenation `[h_1; ...; h_n]` to z (`2n(n-1)` values: for
+    each domain m, n-1 scales then n-1 interaction weights) and the streams are refined with beta and gamma.
+    """
+
+    def __init__(self, block: nn.Module, num_streams: int, hidden_size: int, integrated: bool, beta: float,
+                 gamma: float):
+        super().__init__()
+        self.block = block
+        self.num_streams = num_streams
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.fusion_head = None
+        if integrated:
+            weight = block.parameters().__next__()
+            self.fusion_head = nn.Linear(num_streams * hidden_size, 2 * num_streams * (num_streams - 1),
+                                         device=weight.device, dtype=weight.dtype)
+            nn.init.zeros_(self.fusion_head.weight)
+            nn.init.zeros_(self.fusion_head.bias)
+            # Zero fusion makes every stream equal its source model; the base's initialiser must not touch it.
+            self.fusion_head._is_hf_initialized = True
+        self.register_buffer("other_index", other_domain_index(num_streams), persistent=False)
+
+    def forward(self, hidden_states: torch.Tensor, **block_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the refined streams `(n * batch, seq_len, d)` and z `(batch, seq_len, n, 2, n-1)` (None when
+        the layer is not integrated)."""
+        hidden_states = self.block(hidden_states, **block_kwargs)
+        if self.fusion_head is None:
+            return hidden_states, None
+        n = self.num_streams
+        streams = hidden_states.view(n, -1, *hidden_states.shape[1:])
+        concatenated = streams.permute(1, 2, 0, 3).flatten(start_dim=2)
+        fusion_weights = self.fusion_head(concatenated).view(*concatenated.shape[:2], n, 2, n - 1)
+        refined = refine_streams(streams, fusion_weights, self.beta, self.gamma, self.other_index)
+        return refined.flatten(0, 1), fusion_weights
