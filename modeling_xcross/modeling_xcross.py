@@ -126,7 +126,9 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         layers = self.family.layers(backbone)
         fused = set(config.fused_layers)
         for index, block in enumerate(layers):
-            layers[index] = XCrossLayer(block, len(specs), config.hidden_size, integrated=index in fused,
+            # With a single adapter there is nothing to fuse: its stream is the source model.
+            integrated = index in fused and len(specs) > 1
+            layers[index] = XCrossLayer(block, len(specs), config.hidden_size, integrated=integrated,
                                         beta=config.beta, gamma=config.gamma)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))

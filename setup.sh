@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with the CPU build of torch and this project (editable) with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch is pinned: 2.13.0 is the local CPU build; an unpinned torch pulls several GB of CUDA packages.
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -e ".[test]"
+echo "ready: $(.venv/bin/python -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")')"

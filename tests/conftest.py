@@ -1,0 +1,95 @@
+"""Tiny random bases of each supported family and PEFT LoRA adapters trained on none of them (random A and B)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModel, BertConfig, LlamaConfig, RobertaConfig
+
+VOCAB = 96
+
+
+def tiny_config(family: str, **overrides):
+    common = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48)
+    if family == "bert":
+        return BertConfig(**{**common, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, **overrides})
+    if family == "roberta":
+        return RobertaConfig(**{**common, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                "max_position_embeddings": 40, "pad_token_id": 1, **overrides})
+    if family == "llama":
+        return LlamaConfig(**{**common, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0,
+                              **overrides})
+    raise ValueError(family)
+
+
+TARGETS = {"bert": ["query", "value"], "roberta": ["query", "value"], "llama": ["q_proj", "v_proj"]}
+
+
+@dataclass
+class TinySetup:
+    family: str
+    base_dir: Path
+    adapter_dirs: dict[str, Path]
+
+    def base(self):
+        return AutoModel.from_pretrained(self.base_dir)
+
+
+def make_base(directory: Path, family: str, seed: int = 0, **overrides) -> Path:
+    torch.manual_seed(seed)
+    AutoModel.from_config(tiny_config(family, **overrides)).save_pretrained(directory)
+    return directory
+
+
+def make_adapter(directory: Path, base_dir: Path, seed: int, r: int = 4, lora_alpha: int = 8,
+                 target_modules=None, family: str = "bert", **lora_kwargs) -> Path:
+    """A PEFT LoRA adapter with random (non-zero) A and B, as if trained."""
+    torch.manual_seed(seed)
+    config = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=target_modules or TARGETS[family],
+                        init_lora_weights=False, **lora_kwargs)
+    peft_model = get_peft_model(AutoModel.from_pretrained(base_dir), config)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(0.0, 0.3)
+    peft_model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session", params=["bert", "llama"])
+def tiny(request, tmp_path_factory) -> TinySetup:
+    """A tiny base of one family with three adapters of different ranks (4, 2, 6)."""
+    family = request.param
+    root = tmp_path_factory.mktemp(f"tiny-{family}")
+    base_dir = make_base(root / "base", family)
+    adapters = {
+        name: make_adapter(root / name, base_dir, seed=seed, r=r, family=family)
+        for name, seed, r in (("toys", 1, 4), ("sports", 2, 2), ("tools", 3, 6))
+    }
+    return TinySetup(family, base_dir, adapters)
+
+
+def random_inputs(batch: int, candidates: int, seq_len: int, seed: int = 0, pad_from: int | None = None,
+                  family: str = "bert"):
+    """Token ids (batch, candidates, seq_len) and a mask; `pad_from` right-pads every other prompt from there."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, VOCAB, (batch, candidates, seq_len), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    if pad_from is not None:
+        attention_mask[::2, :, pad_from:] = 0
+        input_ids[attention_mask == 0] = 1 if family == "roberta" else 0
+    return input_ids, attention_mask
+
+
+def randomize_integrator(model, seed: int = 0, std: float = 0.2) -> None:
+    """Move the integrator off its identity initialisation so that fusion has an effect."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in model.fusion_heads:
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std / head.weight.shape[1] ** 0.5)
+            head.bias.copy_(torch.randn(head.bias.shape, generator=generator) * std)
+        model.domain_weights.copy_(torch.rand(model.domain_weights.shape, generator=generator) + 0.25)
