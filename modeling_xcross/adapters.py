@@ -9,9 +9,12 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import hf_hub_download
-from safetensors.torch import load_file
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import AdapterSpec
+
+from .checkpoint import read_safetensors
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -45,7 +48,8 @@ class LoraAdapter:
     base_model_name_or_path: str | None = None
 
 
-def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Path, Path]:
+def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Path, Path, str | None]:
+    """The adapter's config and weights files, and the commit they come from when `source` is a Hub repo."""
     local = Path(source)
     if local.is_dir():
         files = (local / ADAPTER_CONFIG_NAME, local / ADAPTER_WEIGHTS_NAME)
@@ -56,13 +60,20 @@ def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Pat
                     f"`peft_model.save_pretrained(dir)` (safetensors), which writes {ADAPTER_CONFIG_NAME} and "
                     f"{ADAPTER_WEIGHTS_NAME}."
                 )
-        return files
+        return (*files, revision)
     if source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise FileNotFoundError(f"Adapter directory {source} does not exist, and it is not a Hub repo id "
                                 "('org/name').")
-    config_file = hf_hub_download(source, ADAPTER_CONFIG_NAME, revision=revision, **hub_kwargs)
-    weights_file = hf_hub_download(source, ADAPTER_WEIGHTS_NAME, revision=revision, **hub_kwargs)
-    return Path(config_file), Path(weights_file)
+    try:
+        config_file = hf_hub_download(source, ADAPTER_CONFIG_NAME, revision=revision, **hub_kwargs)
+        # Both files from the same commit, even if the branch moves in between.
+        commit = extract_commit_hash(config_file, None) or revision
+        weights_file = hf_hub_download(source, ADAPTER_WEIGHTS_NAME, revision=commit, **hub_kwargs)
+    except (HfHubHTTPError, LocalEntryNotFoundError) as error:
+        raise OSError(f"Cannot read the PEFT LoRA adapter from Hub repo {source!r} at revision {revision or 'main'}: "
+                      f"{type(error).__name__}: {str(error).splitlines()[0]} Check the repo id and revision, or pass "
+                      "a local adapter directory.") from error
+    return Path(config_file), Path(weights_file), commit
 
 
 def _check_supported(name: str, peft_config: dict) -> None:
@@ -77,14 +88,18 @@ def _check_supported(name: str, peft_config: dict) -> None:
 
 
 def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> LoraAdapter:
-    """Read a PEFT LoRA adapter from a directory or Hub repo id (safetensors only, never pickles)."""
+    """Read a PEFT LoRA adapter from a directory or Hub repo id (safetensors only, never pickles).
+
+    A Hub revision (branch, tag) is resolved to its commit, which the returned spec records, so a model built from
+    it keeps pointing at the exact adapter weights.
+    """
     source = str(source)
-    config_file, weights_file = _adapter_files(source, revision, **hub_kwargs)
+    config_file, weights_file, revision = _adapter_files(source, revision, **hub_kwargs)
     peft_config = json.loads(config_file.read_text())
     _check_supported(name, peft_config)
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in load_file(weights_file).items():
+    for key, tensor in read_safetensors(weights_file).items():
         key = key.removeprefix(PEFT_PREFIX)
         for part in ("lora_A", "lora_B"):
             marker = f".{part}."

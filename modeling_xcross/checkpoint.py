@@ -14,6 +14,10 @@ from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -45,3 +49,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, turning a damaged one into an error that says what to do."""
+    try:
+        return load_file(path)
+    except SafetensorError as error:
+        raise OSError(f"{path} is not a valid safetensors file ({error}): it is truncated or corrupted. Download it "
+                      "again (from_pretrained(..., force_download=True)) or save / push it again.") from error

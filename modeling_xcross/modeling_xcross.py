@@ -10,25 +10,29 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import XCrossConfig
 
 from .adapters import LoraAdapter, load_lora_adapter
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, weight_group
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, read_safetensors, weight_group
 from .families import bare_base_model, family_for
 from .head import RecommendationHead, pooled_positions
+from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, matches_target
-from .packaged_models import canonical_model_name, resolve_model_path
+from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
+# The subset that also applies to the base model and the adapters a checkpoint refers to (each has its own revision).
+DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token")
 # Arguments the Auto classes pass along that mean nothing for a model loaded from safetensors on the CPU.
 _IGNORED_LOAD_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash")
 
@@ -82,6 +86,14 @@ def load_base_model(name_or_path: str, revision: str | None = None, dtype: torch
     model = AutoModel.from_pretrained(resolve_model_path(name_or_path), revision=revision,
                                       dtype=dtype or torch.float32, **hub_kwargs)
     return bare_base_model(model)
+
+
+def base_model_commit(name_or_path: str, revision: str | None = None, **hub_kwargs) -> str | None:
+    """The commit `revision` of a Hub base resolves to (None for local and packaged bases), so it is recorded."""
+    if name_or_path in PACKAGED_MODELS or Path(name_or_path).exists():
+        return revision
+    config_file = cached_file(name_or_path, CONFIG_NAME, revision=revision, **hub_kwargs)
+    return extract_commit_hash(config_file, None) or revision
 
 
 class XCrossPreTrainedModel(PreTrainedModel):
@@ -183,7 +195,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                 to their PyPI copy).
             adapters: `{name: source}` in bank order; a source is a PEFT LoRA adapter directory, a Hub repo id,
                 or a `(repo_id, revision)` pair.
-            base_revision: Revision of `base` when it is a Hub id.
+            base_revision: Revision of `base` when it is a Hub id; recorded as the commit it resolves to.
             dtype: dtype to load the base in (float32 by default).
             config_overrides: Any [`XCrossConfig`] field, e.g. `beta`, `gamma`, `integrated_layers`, `pooling`.
         """
@@ -194,6 +206,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             base_name = canonical_model_name(backbone.config._name_or_path or backbone.name_or_path)
         else:
             base_name = canonical_model_name(str(base))
+            base_revision = base_model_commit(base_name, base_revision)
             backbone = load_base_model(base_name, revision=base_revision, dtype=dtype)
         loaded = [load_lora_adapter(name, *(source if isinstance(source, tuple) else (source, None)))
                   for name, source in adapters.items()]
@@ -213,10 +226,11 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         model.load_adapters(loaded)
         return model
 
-    def load_adapters(self, adapters: list[LoraAdapter] | None = None) -> None:
+    def load_adapters(self, adapters: list[LoraAdapter] | None = None, **hub_kwargs) -> None:
         """Fill the bank with the adapters' weights (read from the sources in the config when not given)."""
         if adapters is None:
-            adapters = [load_lora_adapter(spec.name, spec.source, spec.revision) for spec in self.config.adapter_specs]
+            adapters = [load_lora_adapter(spec.name, spec.source, spec.revision, **hub_kwargs)
+                        for spec in self.config.adapter_specs]
         for index, adapter in enumerate(adapters):
             load_adapter_into_bank(self._lora_banks, index, adapter)
 
@@ -330,6 +344,19 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
         atomic_write(directory / CONFIG_NAME, lambda path: self.config.to_json_file(path))
 
+    def push_to_hub(self, repo_id: str, *, self_contained: bool = False, include_adapters: bool | None = None,
+                    metrics: Mapping[str, float] | None = None, commit_message: str = "Upload X-Cross model",
+                    revision: str | None = None, private: bool | None = None, token: str | None = None):
+        """Publish to a Hub repo: config (with `auto_map`), safetensors weights, remote code files and a model card.
+
+        By default the repo refers to the base and to adapters downloaded from the Hub by repo id and commit, and
+        stores only what has no such reference; `self_contained=True` stores the base and the bank too.
+        `include_adapters` forces the bank in or out. Returns the `CommitInfo` (its `oid` is the new commit).
+        """
+        return push_xcross(self, repo_id, self_contained=self_contained, include_adapters=include_adapters,
+                           metrics=metrics, commit_message=commit_message, revision=revision, private=private,
+                           token=token)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
                         config: XCrossConfig | None = None, dtype: torch.dtype | str | None = None,
@@ -350,16 +377,17 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             raise TypeError(f"Unexpected arguments for XCrossForSequentialRecommendation.from_pretrained: "
                             f"{sorted(kwargs)}.")
         weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, **hub_kwargs)
-        state_dict = load_file(weights_file)
+        state_dict = read_safetensors(weights_file)
         groups = {weight_group(key) for key in state_dict}
+        download_kwargs = {key: value for key, value in hub_kwargs.items() if key in DOWNLOAD_KWARGS}
         if WeightGroup.BASE in groups:
             backbone = AutoModel.from_config(config.base_config, dtype=dtype)
         else:
             backbone = load_base_model(config.base_model_name_or_path, revision=config.base_model_revision,
-                                       dtype=dtype)
+                                       dtype=dtype, **download_kwargs)
         model = cls(config, backbone=backbone)
         if WeightGroup.ADAPTERS not in groups:
-            model.load_adapters()
+            model.load_adapters(**download_kwargs)
         model._load_checkpoint_state(state_dict, weights_file)
         return model.to(dtype).eval()
 

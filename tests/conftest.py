@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from hub_server import FakeHub
+
+# huggingface_hub reads these at import time, so they are set before anything imports it: every Hub call of the
+# suite goes to the loopback fake Hub, with a cache of its own.
+HUB = FakeHub()
+os.environ["HF_ENDPOINT"] = HUB.endpoint
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="xcross-test-hf-home-")
+for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
+    os.environ.pop(variable, None)
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, BertConfig, LlamaConfig, RobertaConfig
@@ -93,3 +106,21 @@ def randomize_integrator(model, seed: int = 0, std: float = 0.2) -> None:
             head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std / head.weight.shape[1] ** 0.5)
             head.bias.copy_(torch.randn(head.bias.shape, generator=generator) * std)
         model.domain_weights.copy_(torch.rand(model.domain_weights.shape, generator=generator) + 0.25)
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> FakeHub:
+    HUB.start()
+    yield HUB
+    HUB.shutdown()
+
+
+@pytest.fixture
+def hub(hub_server) -> FakeHub:
+    """The fake Hub with no repos, and an empty local Hub cache."""
+    from huggingface_hub import constants
+
+    assert constants.ENDPOINT == hub_server.endpoint, "huggingface_hub was imported before conftest set HF_ENDPOINT"
+    hub_server.reset()
+    shutil.rmtree(constants.HF_HUB_CACHE, ignore_errors=True)
+    return hub_server
