@@ -1,7 +1,9 @@
 """Build an X-Cross checkpoint from a base model and PEFT LoRA adapters (directories or Hub repo ids).
 
     python -m conversion.build_xcross --base sentence-transformers/all-MiniLM-L6-v2 \
-        --adapter toys=runs/toys/adapter --adapter sports=runs/sports/adapter --output-dir runs/xcross-untrained
+        --adapter toys=runs/toys/adapter --adapter sports=org/sports-lora@v1 --output-dir runs/xcross-untrained
+
+A Hub adapter is `repo_id` or `repo_id@revision`; the checkpoint records the commit each one resolved to.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from pathlib import Path
 from modeling_xcross import DEFAULT_BACKBONE, XCrossForSequentialRecommendation
 
 
-def parse_adapter(text: str) -> tuple[str, str]:
+def parse_adapter(text: str) -> tuple[str, str | tuple[str, str]]:
+    """`NAME=DIR_OR_REPO` or `NAME=REPO@REVISION` -> (name, source or (repo, revision))."""
     name, separator, source = text.partition("=")
     if not separator or not name or not source:
-        raise argparse.ArgumentTypeError(f"--adapter takes NAME=DIR_OR_REPO, got {text!r}")
-    return name, source
+        raise argparse.ArgumentTypeError(f"--adapter takes NAME=DIR_OR_REPO[@REVISION], got {text!r}")
+    repo, at, revision = source.rpartition("@")
+    return (name, (repo, revision)) if at and not Path(source).exists() else (name, source)
 
 
-def build_xcross(base: str, adapters: dict[str, str], output_dir: Path, **config_overrides) -> Path:
+def build_xcross(base: str, adapters: dict, output_dir: Path, base_revision: str | None = None,
+                 **config_overrides) -> Path:
     """Assemble X-Cross (integrator at its identity initialisation) and save it to `output_dir`."""
-    model = XCrossForSequentialRecommendation.from_adapters(base, adapters, **config_overrides)
+    model = XCrossForSequentialRecommendation.from_adapters(base, adapters, base_revision=base_revision,
+                                                            **config_overrides)
     model.save_pretrained(output_dir)
     return output_dir
 
@@ -29,7 +35,9 @@ def build_xcross(base: str, adapters: dict[str, str], output_dir: Path, **config
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default=DEFAULT_BACKBONE, help=f"base model id or path (default: {DEFAULT_BACKBONE})")
-    parser.add_argument("--adapter", type=parse_adapter, action="append", required=True, metavar="NAME=DIR_OR_REPO",
+    parser.add_argument("--base-revision", help="branch, tag or commit of a Hub base (recorded as its commit)")
+    parser.add_argument("--adapter", type=parse_adapter, action="append", required=True,
+                        metavar="NAME=DIR_OR_REPO[@REVISION]",
                         help="a source adapter; repeat in bank order")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the cross-domain scaling term (default 1)")
     parser.add_argument("--gamma", type=float, default=1.0, help="weight of the interaction term (default 1)")
@@ -38,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     adapters = dict(args.adapter)
     if len(adapters) != len(args.adapter):
         parser.error("--adapter names must be unique")
-    build_xcross(args.base, adapters, args.output_dir, beta=args.beta, gamma=args.gamma)
+    build_xcross(args.base, adapters, args.output_dir, base_revision=args.base_revision, beta=args.beta,
+                 gamma=args.gamma)
     print(f"saved X-Cross with adapters {list(adapters)} to {args.output_dir}")
 
 

@@ -211,3 +211,26 @@ def test_exported_bank_adapter_is_a_peft_repo(published, local, tmp_path):
         base = AutoModel.from_pretrained(local["base"]).eval()
         exported = PeftModel.from_pretrained(base, "org/toys-exported").eval()(ids).last_hidden_state
     torch.testing.assert_close(exported, original)
+
+
+def test_build_cli_from_hub_repos_records_commits(published, tmp_path):
+    from conversion.build_xcross import main
+
+    main(["--base", "org/tiny-bert", "--base-revision", "main", "--adapter", "toys=org/toys-lora@main",
+          "--adapter", "tools=org/tools-lora", "--output-dir", str(tmp_path / "x")])
+    config = json.loads((tmp_path / "x" / "config.json").read_text())
+    assert config["base_model_revision"] == published["base"]
+    assert [entry["revision"] for entry in config["adapters"]] == [published["toys"], published["tools"]]
+
+
+def test_export_adapters_cli_pushes_peft_repos(published, local, tmp_path):
+    from conversion.export_adapters import export_and_push
+
+    build().push_to_hub(REPO)
+    commits = export_and_push(REPO, tmp_path / "out", push_prefix="org/exported-")
+    assert set(commits) == {"toys", "tools"} and (tmp_path / "out" / "tools" / "adapter_config.json").is_file()
+    ids = INPUTS[0][:, 0]
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(AutoModel.from_pretrained(local["base"]), local["tools"])(ids)
+        got = PeftModel.from_pretrained(AutoModel.from_pretrained(local["base"]), "org/exported-tools")(ids)
+    torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state)
