@@ -43,8 +43,7 @@ class LoraRecommender(nn.Module):
         backbone = canonical_model_name(backbone)
         base = load_base_model(backbone)
         targets = list(target_modules or family_for(base.config.model_type).default_target_modules)
-        lora = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0,
-                          base_model_name_or_path=backbone)
+        lora = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0)
         return cls(get_peft_model(base, lora), backbone)
 
     @classmethod
@@ -70,6 +69,8 @@ class LoraRecommender(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """The PEFT adapter, the head and the settings; every file written atomically."""
         directory = Path(directory)
+        # PEFT records the local path the base was read from; keep the portable name instead.
+        self.peft_model.peft_config["default"].base_model_name_or_path = self.backbone_name
         self.peft_model.save_pretrained(directory)
         head = {key: value.contiguous() for key, value in self.head.state_dict().items()}
         atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(head, path))
