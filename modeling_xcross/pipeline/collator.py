@@ -20,7 +20,14 @@ class RecommendationCollator:
         if text_pair:
             tokenizer.truncation_side = "left"
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-        self._prefix_length = len(tokenizer(prompt.decoder_prefix)["input_ids"])
+        self._prefix_length = self._leading_tokens(prompt.decoder_prefix)
+
+    def _leading_tokens(self, prefix: str) -> int:
+        """Tokens up to the end of `prefix` in a tokenized text that starts with it (leading special tokens too)."""
+        with_specials = self.tokenizer(prefix)["input_ids"]
+        bare = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        start = next(i for i in range(len(with_specials)) if with_specials[i:i + len(bare)] == bare)
+        return start + len(bare)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         histories, candidates = [], []
