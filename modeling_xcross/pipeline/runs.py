@@ -62,6 +62,8 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
     output_dir = Path(settings.output_dir)
     settings_file = output_dir / SETTINGS_NAME
     current = asdict(settings)
+    if world_rank() != 0:  # rank 0 checks and records; the others would race with its writes
+        return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if settings_file.is_file():
         previous = json.loads(settings_file.read_text())
         differing = sorted(key for key in current if key not in RESUMABLE_SETTINGS and previous.get(key) != current[key])
@@ -72,8 +74,7 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
     if output_dir.is_dir() and any(output_dir.iterdir()):
         raise OutputDirError(f"--output-dir {output_dir} is not empty and holds no {SETTINGS_NAME}, so it is not an "
                              "xcross run; choose a new or empty --output-dir.")
-    if world_rank() == 0:
-        atomic_write(settings_file, lambda path: path.write_text(json.dumps(current, indent=2)))
+    atomic_write(settings_file, lambda path: path.write_text(json.dumps(current, indent=2)))
     return None
 
 
