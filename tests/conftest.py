@@ -124,3 +124,53 @@ def hub(hub_server) -> FakeHub:
     hub_server.reset()
     shutil.rmtree(constants.HF_HUB_CACHE, ignore_errors=True)
     return hub_server
+
+WORDS = ["toy", "drill", "ball", "tent", "puzzle", "saw", "bike", "lamp", "car", "rope", "kit", "hammer"]
+
+
+def make_tokenizer(directory: Path) -> Path:
+    """A character-level WordPiece tokenizer with fewer than VOCAB tokens, saved next to a tiny base."""
+    from transformers import BertTokenizer
+
+    letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + [str(digit) for digit in range(10)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ";", ":", "&", ",", ".", "-", "'"]
+    vocab += letters + [f"##{piece}" for piece in letters]
+    assert len(vocab) <= VOCAB
+    directory.mkdir(parents=True, exist_ok=True)
+    BertTokenizer(vocab={token: index for index, token in enumerate(vocab)}).save_pretrained(directory)
+    return directory
+
+
+def make_domain(root: Path, name: str, num_items: int = 60, train_users: int = 40, test_users: int = 12,
+                seed: int = 0, meta_overrides: dict | None = None) -> Path:
+    """A synthetic domain folder in the shared data format (meta_data.json, smap.json, train.json, test.json)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    asins = [f"A{index:04d}" for index in range(num_items)]
+    meta = {asin: f"{rng.choice(WORDS)} {rng.choice(WORDS)} &amp; {index}" for index, asin in enumerate(asins)}
+    meta.update(meta_overrides or {})
+    smap = {asin: index for index, asin in enumerate(asins)}
+
+    def histories(count, offset):
+        # Users like consecutive item ids, so a trained model can learn something.
+        result = {}
+        for user in range(count):
+            start = rng.randrange(num_items - 10)
+            result[str(offset + user)] = [start + step for step in range(rng.randrange(4, 9))]
+        return result
+
+    for file, content in (("meta_data.json", meta), ("smap.json", smap), ("train.json", histories(train_users, 0)),
+                          ("test.json", histories(test_users, train_users))):
+        (folder / file).write_text(json.dumps(content))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    """A tiny random BERT base with a tokenizer, usable as --backbone."""
+    directory = make_base(tmp_path_factory.mktemp("tiny-backbone") / "bert", "bert")
+    return make_tokenizer(directory)

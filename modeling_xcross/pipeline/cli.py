@@ -1,0 +1,123 @@
+"""`xcross`: train per-domain LoRA recommenders (source adapters), train X-Cross on a target domain, evaluate.
+
+    xcross train-adapter --domain Toys --output-dir runs/toys
+    xcross train --target Tools --sources runs/toys runs/sports --output-dir runs/xcross-tools
+    xcross evaluate --model-dir runs/xcross-tools --domain Tools
+
+Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..packaged_models import DEFAULT_BACKBONE
+from .data import DEFAULT_DATA_DIR, DataError
+from .models import ModelDirError
+from .runs import OutputDirError, RunSettings, evaluate_model, train
+
+USER_ERRORS = (DataError, ModelDirError, OutputDirError, FileNotFoundError)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                        help="folder holding one folder per domain (meta_data.json, smap.json, train.json, "
+                             "test.json); default: %(default)s")
+    parser.add_argument("--max-eval-users", type=_positive_int, default=200,
+                        help="test users scored (first N of a seeded shuffle); default: %(default)s")
+    parser.add_argument("--val-users", type=_positive_int, default=100,
+                        help="train users held out for validation (early stopping); default: %(default)s")
+    parser.add_argument("--eval-batch-size", type=_positive_int, default=4,
+                        help="users per evaluation batch (each has 30 candidates); default: %(default)s")
+    parser.add_argument("--max-length", type=_positive_int, default=128,
+                        help="tokens per prompt; the oldest history is truncated first; default: %(default)s")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed of the user split, candidate lists, initialisation and data order; "
+                             "default: %(default)s")
+    if evaluating:
+        return
+    parser.add_argument("--output-dir", required=True, type=Path,
+                        help="where checkpoints, the trained model, candidate lists and metrics.json go; an existing "
+                             "one is resumed from its last checkpoint if it holds the same run")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                        help="frozen base model (Hub id or local path); default: %(default)s")
+    parser.add_argument("--max-train-users", type=_positive_int, default=None,
+                        help="train users used for training (after the validation users); default: all")
+    parser.add_argument("--epochs", type=float, default=1.0, help="training epochs; default: %(default)s")
+    parser.add_argument("--max-steps", type=int, default=-1,
+                        help="stop after this many optimizer steps (overrides --epochs when > 0); default: %(default)s")
+    parser.add_argument("--batch-size", type=_positive_int, default=8,
+                        help="users per training batch per process; default: %(default)s")
+    parser.add_argument("--train-negatives", type=_positive_int, default=7,
+                        help="negatives per training user, resampled each epoch; default: %(default)s")
+    parser.add_argument("--learning-rate", type=float, default=5e-4, help="AdamW learning rate; default: %(default)s")
+    parser.add_argument("--patience", type=_positive_int, default=2,
+                        help="evaluations without a better validation MRR before stopping early; default: %(default)s")
+    parser.add_argument("--save-steps", type=_positive_int, default=None,
+                        help="evaluate and checkpoint every N steps instead of every epoch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xcross", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    adapter = commands.add_parser("train-adapter", help="train a per-domain LoRA recommender (a source adapter, or "
+                                  "the target-LoRA baseline)")
+    adapter.add_argument("--domain", required=True, help="domain folder name under --data-dir, e.g. Toys")
+    _common(adapter)
+    adapter.add_argument("--lora-r", type=_positive_int, default=8, help="LoRA rank; default: %(default)s")
+    adapter.add_argument("--lora-alpha", type=_positive_int, default=16, help="LoRA alpha; default: %(default)s")
+
+    xcross = commands.add_parser("train", help="train X-Cross on a target domain from source adapters")
+    xcross.add_argument("--target", required=True, help="target domain folder name under --data-dir, e.g. Tools")
+    xcross.add_argument("--sources", required=True, nargs="+", type=Path,
+                        help="output directories of `xcross train-adapter` runs on the same --backbone")
+    _common(xcross)
+
+    evaluate = commands.add_parser("evaluate", help="score a trained model on fixed candidate lists; writes "
+                                   "MODEL_DIR/eval_<domain>_<split>/metrics.json")
+    evaluate.add_argument("--model-dir", required=True, type=Path,
+                          help="output directory of a finished train-adapter or train run")
+    evaluate.add_argument("--domain", required=True, help="domain folder name under --data-dir")
+    evaluate.add_argument("--split", choices=("test", "validation"), default="test",
+                          help="test users, or the validation users held out from train users; default: %(default)s")
+    _common(evaluate, evaluating=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "evaluate":
+            evaluate_model(args.model_dir, args.data_dir, args.domain, args.split, args.max_eval_users,
+                           args.val_users, args.seed, args.eval_batch_size, args.max_length)
+            return 0
+        settings = RunSettings(
+            command=args.command, data_dir=args.data_dir, domain=args.target if args.command == "train" else args.domain,
+            output_dir=str(args.output_dir), backbone=args.backbone,
+            sources=[str(source) for source in getattr(args, "sources", [])],
+            max_train_users=args.max_train_users, max_eval_users=args.max_eval_users, val_users=args.val_users,
+            epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+            eval_batch_size=args.eval_batch_size, train_negatives=args.train_negatives,
+            learning_rate=args.learning_rate, max_length=args.max_length, lora_r=getattr(args, "lora_r", 8),
+            lora_alpha=getattr(args, "lora_alpha", 16), patience=args.patience, save_steps=args.save_steps,
+            seed=args.seed)
+        train(settings)
+    except USER_ERRORS as error:
+        print(f"xcross {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Batching examples into `(batch, num_candidates, seq_len)` tensors for encoder and decoder backbones."""
+
+from __future__ import annotations
+
+import torch
+
+from .prompts import PROMPT, PromptFormat
+
+
+class RecommendationCollator:
+    """Tokenizes every (history, candidate) prompt of a batch and pads them to one length.
+
+    `text_pair=True` (encoders): the pair (history, candidate) with token types, history truncated from the left.
+    `text_pair=False` (decoders): one text with the candidate last; tokens right after the prompt prefix (the
+    oldest history) are dropped until it fits.
+    """
+
+    def __init__(self, tokenizer, text_pair: bool, max_length: int = 128, prompt: PromptFormat = PROMPT):
+        self.tokenizer, self.text_pair, self.max_length, self.prompt = tokenizer, text_pair, max_length, prompt
+        if text_pair:
+            tokenizer.truncation_side = "left"
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
+        self._prefix_length = self._leading_tokens(prompt.decoder_prefix)
+
+    def _leading_tokens(self, prefix: str) -> int:
+        """Tokens up to the end of `prefix` in a tokenized text that starts with it (leading special tokens too)."""
+        with_specials = self.tokenizer(prefix)["input_ids"]
+        bare = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        start = next(i for i in range(len(with_specials)) if with_specials[i:i + len(bare)] == bare)
+        return start + len(bare)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        histories, candidates = [], []
+        for example in examples:
+            history = self.prompt.history(example["history"])
+            histories += [history] * len(example["candidates"])
+            candidates += example["candidates"]
+        batch = self._encode_pairs(histories, candidates) if self.text_pair else self._encode_texts(histories,
+                                                                                                    candidates)
+        shape = (len(examples), len(examples[0]["candidates"]), -1)
+        batch = {key: value.view(shape) for key, value in batch.items()}
+        batch["labels"] = torch.tensor([example["label"] for example in examples])
+        return batch
+
+    def _encode_pairs(self, histories: list[str], candidates: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(histories, candidates, truncation="only_first", max_length=self.max_length,
+                                 padding=True, return_tensors="pt")
+        return {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
+
+    def _encode_texts(self, histories: list[str], candidates: list[str]) -> dict[str, torch.Tensor]:
+        texts = [self.prompt.decoder_text(h, c) for h, c in zip(histories, candidates)]
+        sequences = []
+        for ids in self.tokenizer(texts)["input_ids"]:
+            excess = len(ids) - self.max_length
+            if excess > 0:
+                ids = ids[:self._prefix_length] + ids[self._prefix_length + excess:]
+            sequences.append(ids)
+        length = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            attention_mask[row, :len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask}

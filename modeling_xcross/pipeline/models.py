@@ -1,0 +1,67 @@
+"""Building the model a command trains (LoRA recommender or X-Cross over source adapters) and loading a trained
+one for evaluation, with the checks that make a wrong directory fail early and say why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import AutoConfig, AutoTokenizer
+
+from ..adapters import ADAPTER_CONFIG_NAME
+from ..checkpoint import CONFIG_NAME
+from ..families import family_for
+from ..modeling_xcross import XCrossForSequentialRecommendation
+from ..packaged_models import canonical_model_name, resolve_model_path
+from .collator import RecommendationCollator
+from .lora_recommender import RECOMMENDER_CONFIG_NAME, LoraRecommender
+
+
+class ModelDirError(ValueError):
+    """A model or adapter directory that cannot be used for what was asked; the message says how to fix it."""
+
+
+def source_backbone(directory: Path) -> str:
+    """The backbone a source adapter directory was trained on (from its adapter_config.json)."""
+    config_file = Path(directory) / ADAPTER_CONFIG_NAME
+    if not config_file.is_file():
+        raise ModelDirError(f"--sources {directory}: {config_file.name} is missing, so it is not a LoRA adapter "
+                            "directory. Pass output directories of `xcross train-adapter`.")
+    return canonical_model_name(json.loads(config_file.read_text()).get("base_model_name_or_path") or "")
+
+
+def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCrossForSequentialRecommendation:
+    """X-Cross on `backbone` over the source adapters, named after their directories, refusing mismatched ones."""
+    backbone = canonical_model_name(backbone)
+    for directory in sources:
+        trained_on = source_backbone(directory)
+        if trained_on != backbone:
+            raise ModelDirError(f"--sources {directory} was trained on backbone {trained_on!r}, but this run uses "
+                                f"{backbone!r}; pass --backbone {trained_on} or adapters trained on {backbone}.")
+    names = [Path(directory).name.replace(".", "_") for directory in sources]
+    if len(set(names)) != len(names):
+        raise ModelDirError(f"--sources directories must have distinct names (they name the adapters): {names}.")
+    return XCrossForSequentialRecommendation.from_adapters(backbone, dict(zip(names, map(str, sources))),
+                                                           **config_overrides)
+
+
+def load_trained_model(directory: Path):
+    """An X-Cross checkpoint (config.json) or a LoRA recommender (recommender.json), and its backbone name."""
+    directory = Path(directory)
+    if (directory / RECOMMENDER_CONFIG_NAME).is_file():
+        model = LoraRecommender.from_pretrained(directory)
+        return model, model.backbone_name
+    if (directory / CONFIG_NAME).is_file():
+        model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
+        return model, model.config.base_model_name_or_path
+    raise ModelDirError(f"--model-dir {directory} holds neither {RECOMMENDER_CONFIG_NAME} (a LoRA recommender) nor "
+                        f"{CONFIG_NAME} (an X-Cross checkpoint); pass the output directory of a finished "
+                        "`xcross train-adapter` or `xcross train` run.")
+
+
+def collator_for(backbone: str, max_length: int) -> RecommendationCollator:
+    """The collator matching the backbone: text pairs for encoders, one text for decoders."""
+    path = resolve_model_path(backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
+    return RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length)

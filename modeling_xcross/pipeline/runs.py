@@ -1,0 +1,169 @@
+"""One run of a command: its settings, its output directory (refused when it holds another run, resumed when it
+holds this one), training, the final test, and metrics.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..checkpoint import atomic_write
+from ..packaged_models import canonical_model_name
+from .candidates import eval_lists_for
+from .data import DataError, load_domain, split_users
+from .lora_recommender import LoraRecommender
+from .metrics import load_ranking_metric
+from .models import build_xcross, collator_for, load_trained_model
+from .samples import EvalSamples, TrainSamples
+from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
+
+SETTINGS_NAME = "run_settings.json"
+METRICS_NAME = "metrics.json"
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_SETTINGS = ("max_eval_users",)
+
+
+class OutputDirError(ValueError):
+    """An output directory that holds something else than this run."""
+
+
+@dataclass
+class RunSettings:
+    command: str
+    data_dir: str
+    domain: str
+    output_dir: str
+    backbone: str
+    sources: list[str] = field(default_factory=list)
+    max_train_users: int | None = None
+    max_eval_users: int | None = 200
+    val_users: int = 100
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 8
+    eval_batch_size: int = 4
+    train_negatives: int = 7
+    learning_rate: float = 5e-4
+    max_length: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    patience: int = 2
+    save_steps: int | None = None
+    seed: int = 42
+
+
+def prepare_output_dir(settings: RunSettings) -> str | None:
+    """Record the settings in a new output dir, or check an existing one holds this run; the checkpoint to resume."""
+    output_dir = Path(settings.output_dir)
+    settings_file = output_dir / SETTINGS_NAME
+    current = asdict(settings)
+    if world_rank() != 0:  # rank 0 checks and records; the others would race with its writes
+        return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if settings_file.is_file():
+        previous = json.loads(settings_file.read_text())
+        differing = sorted(key for key in current if key not in RESUMABLE_SETTINGS and previous.get(key) != current[key])
+        if differing:
+            raise OutputDirError(f"--output-dir {output_dir} holds another run ({SETTINGS_NAME} differs in "
+                                 f"{differing}); choose a new --output-dir, or delete that directory to start over.")
+        return get_last_checkpoint(str(output_dir))
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        raise OutputDirError(f"--output-dir {output_dir} is not empty and holds no {SETTINGS_NAME}, so it is not an "
+                             "xcross run; choose a new or empty --output-dir.")
+    atomic_write(settings_file, lambda path: path.write_text(json.dumps(current, indent=2)))
+    return None
+
+
+@torch.no_grad()
+def score(model, collator, samples, batch_size: int) -> dict[str, float]:
+    """Ranking metrics of `model` on fixed candidate lists."""
+    model.eval()
+    scores, labels = [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
+        batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])
+        labels.append(batch.pop("labels"))
+        scores.append(model(**batch).logits.float())
+    return load_ranking_metric().compute(predictions=torch.cat(scores).numpy(), references=torch.cat(labels).numpy())
+
+
+def write_metrics(output_dir: Path, metrics: dict) -> None:
+    atomic_write(output_dir / METRICS_NAME, lambda path: path.write_text(json.dumps(metrics, indent=2)))
+    print(f"[metrics] {output_dir / METRICS_NAME}: " + ", ".join(
+        f"{key} {metrics[key]:.4f}" for key in ("hit@1", "hit@3", "hit@10", "ndcg@3", "ndcg@10", "mrr")))
+
+
+def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path) -> EvalSamples:
+    path = output_dir / f"candidates_test_{len(users)}users_seed{settings.seed}.json"
+    return EvalSamples(domain, eval_lists_for(domain, "test", users, settings.seed, path))
+
+
+def train(settings: RunSettings, callbacks=()) -> dict:
+    """Train a LoRA recommender (`train-adapter`) or X-Cross (`train`), then test it; returns metrics.json."""
+    started = time.time()
+    settings.backbone = canonical_model_name(settings.backbone)
+    output_dir = Path(settings.output_dir)
+    resume_from = prepare_output_dir(settings)
+    if settings.command == "train":
+        model = build_xcross(settings.backbone, [Path(source) for source in settings.sources])
+    else:
+        model = LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                       seed=settings.seed)
+    domain = load_domain(settings.data_dir, settings.domain)
+    print(domain.summary())
+    users = split_users(domain, settings.val_users, settings.seed, settings.max_train_users, settings.max_eval_users)
+    if not users["test"]:
+        raise DataError(f"Domain {settings.domain} has no usable test user to evaluate on.")
+    print(f"[data] users: {len(users['train'])} train, {len(users['validation'])} validation, "
+          f"{len(users['test'])} test")
+    validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
+    validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
+                                                    validation_path))
+    collator = collator_for(settings.backbone, settings.max_length)
+    args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
+                              eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
+                              seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
+    trainer = make_trainer(model, args, TrainSamples(domain, users["train"], settings.train_negatives, settings.seed),
+                           validation, collator, settings.patience, callbacks)
+    if resume_from:
+        print(f"[train] resuming from {resume_from}")
+    trainer.train(resume_from_checkpoint=resume_from)
+    digests = check_ranks_agree(model)
+    if not trainer.args.should_save:
+        return {}
+    model.save_pretrained(output_dir)
+    metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir),
+                    settings.eval_batch_size)
+    best = trainer.state.best_metric
+    metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
+                   trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   weights_digest_by_rank=digests, wall_time_s=round(time.time() - started, 1),
+                   settings=asdict(settings))
+    write_metrics(output_dir, metrics)
+    return metrics
+
+
+def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str, max_eval_users: int | None,
+                   val_users: int, seed: int, batch_size: int, max_length: int) -> dict:
+    """Score a trained model on a domain's fixed candidate lists; metrics.json goes into `model_dir`, or into
+    `model_dir/eval_<domain>_<split>` when the domain is not the one it was trained on."""
+    started = time.time()
+    model, backbone = load_trained_model(model_dir)
+    domain = load_domain(data_dir, domain_name)
+    print(domain.summary())
+    users = split_users(domain, val_users, seed, max_test_users=max_eval_users)
+    chosen = users[split][:max_eval_users]
+    if not chosen:
+        raise DataError(f"Domain {domain_name} has no usable {split} user to evaluate on.")
+    output_dir = Path(model_dir) / f"eval_{domain_name}_{split}"
+    output_dir.mkdir(exist_ok=True)
+    path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
+    samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path))
+    metrics = score(model, collator_for(backbone, max_length), samples, batch_size)
+    metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
+                   wall_time_s=round(time.time() - started, 1), seed=seed)
+    write_metrics(output_dir, metrics)
+    return metrics

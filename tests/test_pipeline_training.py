@@ -1,0 +1,145 @@
+"""Training and evaluating through the CLI on a tiny random BERT and synthetic domains: adapters that load into
+X-Cross, resume after a kill, refusals with a fix, and two-process training with identical weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from conftest import make_base, make_domain, make_tokenizer
+from modeling_xcross import XCrossForSequentialRecommendation
+from modeling_xcross.pipeline.cli import main
+from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline.runs import RunSettings, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--max-train-users", "16", "--val-users", "4", "--max-eval-users", "6", "--batch-size", "4",
+         "--train-negatives", "3", "--max-length", "48", "--eval-batch-size", "3", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("domains")
+    for seed, name in enumerate(("Toys", "Sports", "Tools")):
+        make_domain(root, name, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def adapters(data_dir, tiny_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapters")
+    for domain in ("Toys", "Sports"):
+        assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
+                     str(out / domain.lower()), "--backbone", str(tiny_backbone), *SMALL]) == 0
+    return out
+
+
+def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone):
+    directory = adapters / "toys"
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics) and metrics["num_users"] == 6
+    assert metrics["settings"]["domain"] == "Toys" and metrics["split"] == "test"
+    assert (directory / "adapter_model.safetensors").is_file()
+    config = json.loads((directory / "adapter_config.json").read_text())
+    assert config["r"] == 8 and config["lora_alpha"] == 16 and sorted(config["target_modules"]) == ["query", "value"]
+    assert json.loads(next(directory.glob("candidates_test_*.json")).read_text())["lists"][0]["candidates"]
+    trained = LoraRecommender.from_pretrained(directory)
+    assert any(p.abs().sum() > 0 for n, p in trained.named_parameters() if "lora_B" in n), "LoRA B trained"
+
+
+def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, tiny_backbone):
+    recommender = LoraRecommender.from_pretrained(adapters / "toys")
+    xcross = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, {"toys": adapters / "toys"}).eval()
+    xcross.head.load_state_dict(recommender.head.state_dict())
+    input_ids = torch.randint(5, 80, (2, 3, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(xcross(input_ids).logits, recommender(input_ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):
+    out = tmp_path / "xcross"
+    assert main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(adapters / "toys"),
+                 str(adapters / "sports"), "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics) and metrics["settings"]["sources"][1].endswith("sports")
+    model = XCrossForSequentialRecommendation.from_pretrained(out)
+    assert model.adapter_names == ["toys", "sports"]
+    assert main(["evaluate", "--model-dir", str(out), "--data-dir", str(data_dir), "--domain", "Tools",
+                 "--max-eval-users", "6", "--val-users", "4", "--seed", "0", "--max-length", "48"]) == 0
+    evaluated = json.loads((out / "eval_Tools_test" / "metrics.json").read_text())
+    assert {key: evaluated[key] for key in METRIC_KEYS} == pytest.approx({key: metrics[key] for key in METRIC_KEYS})
+
+
+class KillAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def _settings(data_dir, backbone, out):
+    return RunSettings(command="train-adapter", data_dir=str(data_dir), domain="Toys", output_dir=str(out),
+                       backbone=str(backbone), max_train_users=16, max_eval_users=4, val_users=4, epochs=2,
+                       batch_size=4, eval_batch_size=2, train_negatives=3, max_length=32, save_steps=3, seed=5,
+                       patience=100)
+
+
+def test_killed_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
+    uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(4)])
+    assert (tmp_path / "b" / "checkpoint-3").is_dir() and not (tmp_path / "b" / "metrics.json").exists()
+    resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
+    assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
+    assert resumed["mrr"] == uninterrupted["mrr"]
+
+
+def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone, capsys):
+    code = main(["train-adapter", "--data-dir", str(data_dir), "--domain", "Sports", "--output-dir",
+                 str(adapters / "toys"), "--backbone", str(tiny_backbone), *SMALL])
+    assert code == 2
+    assert "holds another run" in capsys.readouterr().err
+
+
+def test_source_adapter_of_another_backbone_is_refused(adapters, data_dir, tmp_path, capsys):
+    other = make_tokenizer(make_base(tmp_path / "other-base", "bert", seed=9))
+    code = main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(adapters / "toys"),
+                 "--output-dir", str(tmp_path / "x"), "--backbone", str(other), *SMALL])
+    assert code == 2
+    assert "--backbone" in capsys.readouterr().err
+
+
+def test_missing_domain_and_model_dir_errors(data_dir, tmp_path, tiny_backbone, capsys):
+    assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", "Garden", "--output-dir",
+                 str(tmp_path / "g"), "--backbone", str(tiny_backbone)]) == 2
+    assert "Garden" in capsys.readouterr().err
+    assert main(["evaluate", "--model-dir", str(tmp_path), "--data-dir", str(data_dir), "--domain", "Tools"]) == 2
+    assert "--model-dir" in capsys.readouterr().err
+
+
+def test_cli_module_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "modeling_xcross.pipeline.cli", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    for command in ("train-adapter", "train", "evaluate"):
+        assert command in result.stdout
+
+
+def test_two_processes_end_with_identical_weights(data_dir, tiny_backbone, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                    "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir", str(data_dir), "--domain",
+                    "Toys", "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=300)
+    digests = json.loads((out / "metrics.json").read_text())["weights_digest_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
