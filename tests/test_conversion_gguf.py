@@ -10,10 +10,12 @@ import torch
 
 gguf = pytest.importorskip("gguf", reason='the gguf package is not installed: pip install -e ".[smollm2]"')
 
+from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
 from conversion.gguf_to_hf import GgufConversionError, convert_gguf, main, packaged_gguf_file  # noqa: E402
+from modeling_xcross import XCrossForSequentialRecommendation  # noqa: E402
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 32, 2, 4, 2, 64
 MERGES = ["h e", "l l", "he ll", "o Ġ"]
@@ -59,11 +61,15 @@ def write_tiny_llama(path):
     return path
 
 
-def test_tiny_gguf_converts_to_the_same_model(tmp_path, capsys):
-    gguf_file = write_tiny_llama(tmp_path / "tiny.gguf")
-    main(["--gguf-file", str(gguf_file), "--output-dir", str(tmp_path / "hf")])
-    assert "saved" in capsys.readouterr().out
-    converted = tmp_path / "hf"
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gguf")
+    main(["--gguf-file", str(write_tiny_llama(root / "tiny.gguf")), "--output-dir", str(root / "hf")])
+    return root / "hf"
+
+
+def test_tiny_gguf_converts_to_the_same_model(converted):
+    tmp_path = converted.parent
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= {p.name for p in converted.iterdir()}
     config = json.loads((converted / "config.json").read_text())
     assert "quantization_config" not in config
@@ -78,6 +84,18 @@ def test_tiny_gguf_converts_to_the_same_model(tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, direct(ids).logits, rtol=0, atol=1e-6)
     assert AutoModel.from_pretrained(converted).config.model_type == "llama"
+
+
+def test_converted_dir_is_an_xcross_base(converted, tmp_path):
+    adapters = {}
+    for seed, name in ((1, "toys"), (2, "tools")):
+        torch.manual_seed(seed)
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        get_peft_model(AutoModel.from_pretrained(converted), lora).save_pretrained(tmp_path / name)
+        adapters[name] = tmp_path / name
+    model = XCrossForSequentialRecommendation.from_adapters(str(converted), adapters).eval()
+    ids = torch.randint(0, 256, (1, 3, 6))
+    assert model(ids, attention_mask=torch.ones_like(ids)).logits.shape == (1, 3)
 
 
 def test_refusals_name_the_fix(tmp_path):
