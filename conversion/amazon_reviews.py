@@ -88,8 +88,13 @@ def read_histories(reviews_path: Path, titles: dict[str, str], report: Counter) 
         if missing:
             raise ConversionError(f"{reviews_path}:{number} lacks {', '.join(missing)}; is this a <Category>_5.json.gz "
                                   "review file?")
+        history = reviews[record["reviewerID"]]  # a user whose every item is untitled is counted, with no items
         if record["asin"] in titles:
-            reviews[record["reviewerID"]].append((int(record["unixReviewTime"]), record["asin"]))
+            try:
+                history.append((int(record["unixReviewTime"]), record["asin"]))
+            except (TypeError, ValueError):
+                raise ConversionError(f"{reviews_path}:{number} has unixReviewTime {record['unixReviewTime']!r}, "
+                                      "not a number of seconds; the file is damaged: download it again.") from None
         else:
             without_meta.add(record["asin"])
             report["interactions dropped: item without titled metadata"] += 1

@@ -20,6 +20,7 @@ REVIEWS = [  # (reviewerID, asin, unixReviewTime), in no particular order
     ("u1", "A2", 30), ("u1", "A1", 10), ("u1", "A3", 20), ("u1", "A1", 40),
     ("u2", "A3", 5), ("u2", "AX", 6), ("u2", "A2", 7), ("u2", "A1", 8), ("u2", "A4", 9), ("u2", "A3", 1),
     ("u3", "A1", 1), ("u3", "A2", 2), ("u3", "AX", 3), ("u3", "A3", 4),  # 3 titled interactions: too few
+    ("u4", "AX", 1),  # no titled interaction at all
 ]
 
 
@@ -50,9 +51,9 @@ def test_converts_exactly(raw, tmp_path, capsys):
         "test": {"1": [1, 1, 2, 0]},
     }
     summary = capsys.readouterr().out
-    for line in ("kept 1 train users, 1 test users, 3 items", "interactions dropped: item without titled metadata: 3",
+    for line in ("kept 1 train users, 1 test users, 3 items", "interactions dropped: item without titled metadata: 4",
                  "items dropped: reviewed but without titled metadata: 2", "meta records without a usable title: 1",
-                 "users dropped: fewer than 4 interactions with titled items: 1",
+                 "users dropped: fewer than 4 interactions with titled items: 2",
                  "items dropped: titled but in no kept user's history: 1"):
         assert line in summary
     assert not list((tmp_path / "Toys").glob("*.tmp"))
@@ -97,6 +98,9 @@ def test_bad_meta_is_named(raw, tmp_path, problem, message):
 def test_bad_reviews_and_empty_result_are_named(raw, tmp_path):
     reviews = write_gz(tmp_path / "reviews.json.gz", ['{"reviewerID": "u", "asin": "A1"}'])
     with pytest.raises(ConversionError, match=r"reviews.json.gz:1 lacks unixReviewTime"):
+        convert(reviews, raw[1])
+    reviews = write_gz(tmp_path / "reviews.json.gz", ['{"reviewerID": "u", "asin": "A1", "unixReviewTime": "soon"}'])
+    with pytest.raises(ConversionError, match=r"reviews.json.gz:1 has unixReviewTime 'soon'"):
         convert(reviews, raw[1])
     with pytest.raises(ConversionError, match="No user left.*--min-interactions"):
         convert(raw[0], raw[1], min_interactions=10)
