@@ -269,19 +269,25 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             if output_fusion_weights and fusion_weights is not None:
                 all_fusion_weights += (fusion_weights,)
 
-        streams = hidden_states.view(n, sequences, seq_len, -1)
+        logits = self.score_streams(hidden_states.view(n, sequences, seq_len, -1), attention_mask)
+        logits = logits.view(candidates_shape)
+
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
+                                            fusion_weights=all_fusion_weights)
+        return output if return_dict else output.to_tuple()
+
+    def score_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Scores `(sequences,)` from the last block's streams `(n, sequences, seq_len, d)`: pool each stream, mix
+        them with the domain weights w, apply the base's final norm, then the scoring head."""
+        sequences = streams.shape[1]
         positions = pooled_positions(attention_mask, self.pooling)
         pooled_streams = streams[:, torch.arange(sequences, device=streams.device), positions]
         pooled = torch.einsum("n,nsd->sd", self.domain_weights.to(pooled_streams.dtype), pooled_streams)
         final_norm = self.family.final_norm(self.backbone)
         if final_norm is not None:
             pooled = final_norm(pooled)
-        logits = self.head(pooled).view(candidates_shape)
-
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
-                                            fusion_weights=all_fusion_weights)
-        return output if return_dict else output.to_tuple()
+        return self.head(pooled)
 
     # ---------------------------------------------------------------------------------------------- accounting
 
