@@ -212,7 +212,7 @@ def build_runners(base_dir: str, adapters: dict[str, str], dtype: torch.dtype,
     try:
         runners.append(XLora(_xlora_scorer(base_dir, adapters, pooling, dtype, device)))
     except Exception as error:  # X-LoRA's own refusal is the result to report
-        skipped["xlora"] = f"{type(error).__name__}: {error}"
+        skipped["xlora"] = f"PEFT's X-LoRA refuses these adapters: {type(error).__name__}: {str(error).splitlines()[0]}"
     return {runner.name: runner for runner in runners}, skipped
 
 
