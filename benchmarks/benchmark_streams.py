@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -173,6 +174,7 @@ def run(args) -> list[dict]:
                                   "train_ratios": ratios(results, "train_s")}
                         records.append(record)
                         print(summary_line(record), flush=True)
+                        write_report(records, args)
                 del runners
     return records
 
@@ -239,18 +241,22 @@ def markdown(records: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
-    hf_logging.disable_progress_bar()
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
-    records = run(args)
+def write_report(records: list[dict], args) -> None:
+    """Rewritten after every setting, so that a long grid cut short keeps what it measured."""
     args.output.parent.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "processor": platform.processor(),
                "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device}
-    report = {"machine": machine, "options": {k: v for k, v in vars(args).items() if k not in ("output",)},
+    report = {"machine": machine, "options": {k: v for k, v in vars(args).items() if k != "output"},
               "records": records}
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
     args.output.with_suffix(".md").write_text(markdown(records, args))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    records = run(args)
     print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
     return records
 
