@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="Timed repeats per measurement (the median is kept).")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed rounds before the repeats.")
     parser.add_argument("--device", default="cpu", help="Torch device, e.g. cpu or cuda (nothing needs a GPU).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the run; 1 is steadier on a machine shared with other jobs.")
     parser.add_argument("--bf16-autocast", action="store_true", help="Run every step under bfloat16 autocast.")
     parser.add_argument("--no-train", action="store_true", help="Time and measure forwards only.")
     parser.add_argument("--no-memory", action="store_true", help="Skip the (slow, profiled) peak-memory passes.")
@@ -255,6 +257,8 @@ def write_report(records: list[dict], args) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     records = run(args)
     print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
