@@ -27,7 +27,7 @@ from modeling_xcross import load_base_model
 from transformers.utils import logging as hf_logging
 
 CANDIDATES = 30
-QUICK = {"backbones": ["llama"], "streams": [2], "rows": [30], "seq_lens": [32], "repeats": 2, "no_memory": True}
+QUICK = {"backbones": ["llama"], "streams": [2], "rows": [30], "seq_lens": [16], "repeats": 2, "no_memory": True}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
