@@ -61,7 +61,11 @@ class XCrossLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, **block_kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the refined streams `(n * batch, seq_len, d)` and z `(batch, seq_len, n, 2, n-1)` (None when
         the layer is not integrated)."""
-        hidden_states = self.block(hidden_states, **block_kwargs)
+        return self.fuse(self.block(hidden_states, **block_kwargs))
+
+    def fuse(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The integration step alone, on block outputs stacked `(n * batch, seq_len, d)`; separate from `forward`
+        so that other ways of running the streams (see `benchmarks/`) fuse exactly as the model does."""
         if self.fusion_head is None:
             return hidden_states, None
         n = self.num_streams

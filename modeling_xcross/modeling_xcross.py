@@ -101,6 +101,8 @@ class XCrossPreTrainedModel(PreTrainedModel):
     config_class = XCrossConfig
     base_model_prefix = "backbone"
     supports_gradient_checkpointing = True
+    # Tokens of stacked streams one pass through the blocks takes (the rest waits for the next chunk).
+    max_stacked_tokens = 12288
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -268,34 +270,56 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         if token_type_ids is not None:
             token_type_ids = token_type_ids.reshape(input_ids.shape)
 
+        # Sequences are independent, so the stacked streams run in chunks of at most `max_stacked_tokens` tokens:
+        # an n-times taller stack than one model's batch runs slower per element once it outgrows the caches.
+        n, seq_len = self.num_streams, input_ids.shape[1]
+        chunk = max(1, self.max_stacked_tokens // (n * seq_len))
+        types = token_type_ids.split(chunk) if token_type_ids is not None else [None] * -(-len(input_ids) // chunk)
+        parts = [self._run_streams(*chunk_inputs, output_hidden_states, output_fusion_weights)
+                 for chunk_inputs in zip(input_ids.split(chunk), attention_mask.split(chunk), types)]
+        streams = torch.cat([part[0] for part in parts], dim=1)
+        all_hidden_states = (tuple(torch.cat(states, dim=1) for states in zip(*(part[1] for part in parts)))
+                             if output_hidden_states else None)
+        all_fusion_weights = (tuple(torch.cat(weights) for weights in zip(*(part[2] for part in parts)))
+                              if output_fusion_weights else None)
+        logits = self.score_streams(streams, attention_mask)
+        logits = logits.view(candidates_shape)
+
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
+                                            fusion_weights=all_fusion_weights)
+        return output if return_dict else output.to_tuple()
+
+    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights):
+        """Embed once, run the n stacked streams through every block; `(n, sequences, seq_len, d)` and the
+        requested per-block outputs."""
         n = self.num_streams
         sequences, seq_len = input_ids.shape
         embeddings = self.family.embed(self.backbone, input_ids, token_type_ids)
         hidden_states = embeddings.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * sequences, seq_len, -1)
         block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
 
-        all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else None
-        all_fusion_weights = () if output_fusion_weights else None
+        all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else ()
+        all_fusion_weights = ()
         for layer in self.layers:
             hidden_states, fusion_weights = layer(hidden_states, **block_kwargs)
             if output_hidden_states:
                 all_hidden_states += (hidden_states.view(n, sequences, seq_len, -1),)
             if output_fusion_weights and fusion_weights is not None:
                 all_fusion_weights += (fusion_weights,)
+        return hidden_states.view(n, sequences, seq_len, -1), all_hidden_states, all_fusion_weights
 
-        streams = hidden_states.view(n, sequences, seq_len, -1)
+    def score_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Scores `(sequences,)` from the last block's streams `(n, sequences, seq_len, d)`: pool each stream, mix
+        them with the domain weights w, apply the base's final norm, then the scoring head."""
+        sequences = streams.shape[1]
         positions = pooled_positions(attention_mask, self.pooling)
         pooled_streams = streams[:, torch.arange(sequences, device=streams.device), positions]
         pooled = torch.einsum("n,nsd->sd", self.domain_weights.to(pooled_streams.dtype), pooled_streams)
         final_norm = self.family.final_norm(self.backbone)
         if final_norm is not None:
             pooled = final_norm(pooled)
-        logits = self.head(pooled).view(candidates_shape)
-
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
-                                            fusion_weights=all_fusion_weights)
-        return output if return_dict else output.to_tuple()
+        return self.head(pooled)
 
     # ---------------------------------------------------------------------------------------------- accounting
 

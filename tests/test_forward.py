@@ -186,3 +186,18 @@ def test_roberta_family_streams_match_peft(tmp_path):
         reference = PeftModel.from_pretrained(AutoModel.from_pretrained(base_dir), adapters["b"]).eval()(
             input_ids=input_ids.view(-1, 6), output_hidden_states=True).hidden_states
     torch.testing.assert_close(fused[-1][1], reference[-1], atol=2e-5, rtol=1e-4)
+
+
+def test_chunked_streams_give_the_same_outputs(tiny):
+    model = build(tiny, ("toys", "sports", "tools"))
+    randomize_integrator(model)
+    input_ids, attention_mask = random_inputs(3, 2, 7, pad_from=5)
+    kwargs = dict(attention_mask=attention_mask, output_hidden_states=True, output_fusion_weights=True)
+    with torch.no_grad():
+        whole = model(input_ids, **kwargs)
+        model.max_stacked_tokens = 2 * 3 * 7  # two sequences per pass: chunks of 2, 2, 2
+        chunked = model(input_ids, **kwargs)
+    torch.testing.assert_close(chunked.logits, whole.logits)
+    for name in ("hidden_states", "fusion_weights"):
+        for part, reference in zip(getattr(chunked, name), getattr(whole, name), strict=True):
+            torch.testing.assert_close(part, reference)

@@ -1,0 +1,269 @@
+"""Benchmark fused X-Cross against the floor (n x one LoRA model) and every peer way of running n adapters.
+
+    python benchmarks/benchmark_streams.py --quick
+    python benchmarks/benchmark_streams.py --backbones minilm llama --streams 1 2 3 4 --rows 30 240 --seq-lens 64 128
+
+Per setting it times a forward (`torch.inference_mode`) and one training step (median of interleaved repeats
+after warm-up), measures the peak bytes each allocates and the resident weights of each way, then prints
+fused/floor and fused/best-peer and writes `<output>.json` and `<output>.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.backbones import BACKBONES, prepare_backbone
+from benchmarks.measure import median_times, peak_allocated_bytes, resident_bytes
+from benchmarks.peers import Batch, Runner, build_runners
+from modeling_xcross import load_base_model
+from transformers.utils import logging as hf_logging
+
+CANDIDATES = 30
+QUICK = {"backbones": ["llama"], "streams": [2], "rows": [30], "seq_lens": [16], "repeats": 2, "no_memory": True}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", choices=sorted(BACKBONES), default=["minilm", "llama"],
+                        help="minilm: the real all-MiniLM-L6-v2; llama: a small random Llama (4 layers, d=256); "
+                             "tiny-*: toy configs for smoke tests.")
+    parser.add_argument("--streams", nargs="+", type=int, default=[1, 2, 3, 4], help="Numbers of adapters n.")
+    parser.add_argument("--rows", nargs="+", type=int, default=[30, 240],
+                        help=f"Prompts per batch, users x candidates ({CANDIDATES} candidates per user; a multiple "
+                             f"of {CANDIDATES}).")
+    parser.add_argument("--seq-lens", nargs="+", type=int, default=[64, 128], help="Tokens per prompt.")
+    parser.add_argument("--repeats", type=int, default=5, help="Timed repeats per measurement (the median is kept).")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed rounds before the repeats.")
+    parser.add_argument("--device", default="cpu", help="Torch device, e.g. cpu or cuda (nothing needs a GPU).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads for the run; 1 is steadier on a machine shared with other jobs.")
+    parser.add_argument("--bf16-autocast", action="store_true", help="Run every step under bfloat16 autocast.")
+    parser.add_argument("--no-train", action="store_true", help="Time and measure forwards only.")
+    parser.add_argument("--no-memory", action="store_true", help="Skip the (slow, profiled) peak-memory passes.")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"About a minute: {QUICK}; overrides those options.")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/streams"),
+                        help="Writes OUTPUT.json (every measurement) and OUTPUT.md (the tables).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+    if any(rows % CANDIDATES for rows in args.rows):
+        parser.error(f"--rows must be multiples of {CANDIDATES}")
+    return args
+
+
+def make_batch(rows: int, seq_len: int, vocab_size: int, bert_style: bool, device: torch.device) -> Batch:
+    """Random prompts; every other user is right-padded from 3/4 of the length, as real prompts differ."""
+    generator = torch.Generator().manual_seed(0)
+    users = rows // CANDIDATES
+    input_ids = torch.randint(3, vocab_size, (users, CANDIDATES, seq_len), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1::2, :, 3 * seq_len // 4:] = 0
+    input_ids[attention_mask == 0] = 0
+    token_type_ids = torch.zeros_like(input_ids) if bert_style else None
+    labels = torch.zeros(users, dtype=torch.long)
+    return Batch(*(t.to(device) if t is not None else None for t in (input_ids, attention_mask, token_type_ids,
+                                                                        labels)))
+
+
+def measure_setting(runners: dict[str, Runner], batch: Batch, args, autocast) -> dict[str, dict]:
+    """Forward and training-step medians and peaks of every runner on one batch, plus fused with checkpointing."""
+    device = torch.device(args.device)
+    results = {name: {} for name in runners}
+
+    def forward(runner):
+        def job():
+            with torch.inference_mode(), autocast():
+                runner.forward(batch)
+        return job
+
+    def train(runner):
+        def job():
+            with autocast():
+                runner.train_step(batch)
+        return job
+
+    for module in (m for runner in runners.values() for m in runner.modules):
+        module.eval()
+    jobs = {name: forward(runner) for name, runner in runners.items()}
+    for name, seconds in median_times(jobs, args.repeats, args.warmup, device).items():
+        results[name]["forward_s"] = seconds
+    if not args.no_memory:
+        for name, job in jobs.items():
+            results[name]["forward_peak_bytes"] = peak_allocated_bytes(job, device)
+    if args.no_train:
+        return results
+
+    trainable = {name: runner for name, runner in runners.items() if runner.training_unsupported is None}
+    for name, runner in runners.items():
+        if runner.training_unsupported:
+            results[name]["train_unsupported"] = runner.training_unsupported
+    for module in (m for runner in trainable.values() for m in runner.modules):
+        module.train()
+    jobs = {name: train(runner) for name, runner in trainable.items()}
+    fused = runners["fused"].model
+    train_times = median_times(jobs, args.repeats, args.warmup, device)
+    peaks = {} if args.no_memory else {name: peak_allocated_bytes(job, device) for name, job in jobs.items()}
+    with _checkpointing(fused):  # a model-wide switch, so fused with checkpointing gets its own rounds
+        name = "fused_checkpointed"
+        train_times[name] = median_times({name: jobs["fused"]}, args.repeats, args.warmup, device)[name]
+        if not args.no_memory:
+            peaks[name] = peak_allocated_bytes(jobs["fused"], device)
+    for name, seconds in train_times.items():
+        results.setdefault(name, {})["train_s"] = seconds
+    for name, nbytes in peaks.items():
+        results[name]["train_peak_bytes"] = nbytes
+    return results
+
+
+@contextlib.contextmanager
+def _checkpointing(model):
+    model.gradient_checkpointing_enable()
+    try:
+        yield
+    finally:
+        model.gradient_checkpointing_disable()
+
+
+def weight_budget(runners: dict[str, Runner], base_dir: str, dtype: torch.dtype) -> dict[str, int]:
+    """Resident weights of every runner, and what X-Cross must fit in: base + adapters (+5%)."""
+    xcross = runners["fused"].model
+    adapters = sum(bank.weight.element_size() * rank * (bank.in_features + bank.out_features)
+                   for bank in xcross.lora_banks.values() for rank in bank.ranks)
+    sizes = {f"resident_{name}": resident_bytes(*runner.modules) for name, runner in runners.items()}
+    return {"base_bytes": resident_bytes(load_base_model(base_dir, dtype=dtype)), "adapter_bytes": adapters, **sizes}
+
+
+def ratios(results: dict[str, dict], key: str) -> dict | None:
+    """fused / floor and fused / the fastest peer (the floor is the reference, not a peer)."""
+    times = {name: result[key] for name, result in results.items() if key in result}
+    peers = {name: t for name, t in times.items() if name not in ("fused", "floor", "fused_checkpointed")}
+    if "fused" not in times or not peers:
+        return None
+    best = min(peers, key=peers.get)
+    return {"fused/floor": times["fused"] / times["floor"], "fused/best_peer": times["fused"] / peers[best],
+            "best_peer": best}
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device)
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16_autocast
+                else contextlib.nullcontext)
+    records = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for backbone in args.backbones:
+            base_dir, all_adapters, vocab_size = prepare_backbone(backbone, max(args.streams), Path(scratch) / backbone)
+            for n in args.streams:
+                runners, skipped = build_runners(base_dir, dict(list(all_adapters.items())[:n]), torch.float32,
+                                                 device)
+                weights = weight_budget(runners, base_dir, torch.float32)
+                bert_style = runners["fused"].model.pooling == "cls"
+                for rows in args.rows:
+                    for seq_len in args.seq_lens:
+                        batch = make_batch(rows, seq_len, vocab_size, bert_style, device)
+                        results = measure_setting(runners, batch, args, autocast)
+                        record = {"backbone": backbone, "n": n, "rows": rows, "seq_len": seq_len,
+                                  "results": results, "not_applicable": skipped, "weights": weights,
+                                  "forward_ratios": ratios(results, "forward_s"),
+                                  "train_ratios": ratios(results, "train_s")}
+                        records.append(record)
+                        print(summary_line(record), flush=True)
+                        write_report(records, args)
+                del runners
+    return records
+
+
+def summary_line(record: dict) -> str:
+    def fmt(found):
+        return "n/a" if found is None else (f"fused/floor {found['fused/floor']:.3f}, fused/best-peer "
+                                             f"{found['fused/best_peer']:.3f} ({found['best_peer']})")
+    return (f"{record['backbone']} n={record['n']} rows={record['rows']} T={record['seq_len']} | forward: "
+            f"{fmt(record['forward_ratios'])} | train: {fmt(record['train_ratios'])}")
+
+
+METHODS = ("fused", "floor", "naive_set_adapter_loop", "separate_models", "mixed_batch", "xlora")
+
+
+def markdown(records: list[dict], args) -> str:
+    """Three tables: forward ms, training-step ms, and memory (MiB), one row per setting."""
+    def cell(record, method, key, scale, digits=1):
+        result = record["results"].get(method, {})
+        if key in result:
+            return f"{result[key] * scale:.{digits}f}"
+        return "n/a" if method in record["not_applicable"] or "train_unsupported" in result else "-"
+
+    def ratio(found, key):
+        return "-" if found is None else f"{found[key]:.3f}"
+
+    head = "| backbone | n | rows | T | " + " | ".join(METHODS)
+    lines = [f"Command: `python benchmarks/benchmark_streams.py {' '.join(args.argv)}`".rstrip(), "",
+             "### Forward (ms, median)", "", head + " | fused/floor | fused/best peer |",
+             "|" + " --- |" * (6 + len(METHODS))]
+    for r in records:
+        lines.append(f"| {r['backbone']} | {r['n']} | {r['rows']} | {r['seq_len']} | "
+                     + " | ".join(cell(r, m, "forward_s", 1e3) for m in METHODS)
+                     + f" | {ratio(r['forward_ratios'], 'fused/floor')} | {ratio(r['forward_ratios'], 'fused/best_peer')} |")
+    if not args.no_train:
+        lines += ["", "### Training step (ms, median)", "", head + " | fused, checkpointed | fused/floor | "
+                  "fused/best peer |", "|" + " --- |" * (7 + len(METHODS))]
+        for r in records:
+            lines.append(f"| {r['backbone']} | {r['n']} | {r['rows']} | {r['seq_len']} | "
+                         + " | ".join(cell(r, m, "train_s", 1e3) for m in (*METHODS, "fused_checkpointed"))
+                         + f" | {ratio(r['train_ratios'], 'fused/floor')} | {ratio(r['train_ratios'], 'fused/best_peer')} |")
+    if not args.no_memory:
+        mib = 1 / 2**20
+        lines += ["", "### Peak allocated during the step (MiB): forward / training step", "",
+                  head + " | fused, checkpointed |", "|" + " --- |" * (5 + len(METHODS))]
+        for r in records:
+            pairs = [f"{cell(r, m, 'forward_peak_bytes', mib)} / {cell(r, m, 'train_peak_bytes', mib)}"
+                     for m in METHODS]
+            lines.append(f"| {r['backbone']} | {r['n']} | {r['rows']} | {r['seq_len']} | " + " | ".join(pairs)
+                         + f" | {cell(r, 'fused_checkpointed', 'train_peak_bytes', mib)} |")
+    lines += ["", "### Resident weights (MiB)", "", "| backbone | n | base | adapters | base + adapters | "
+              + " | ".join(METHODS) + " | fused / (base + adapters) |", "|" + " --- |" * (6 + len(METHODS))]
+    for r in {(r["backbone"], r["n"]): r for r in records}.values():
+        w, mib = r["weights"], 1 / 2**20
+        budget = w["base_bytes"] + w["adapter_bytes"]
+        sizes = [f"{w[f'resident_{m}'] * mib:.1f}" if f"resident_{m}" in w else "n/a" for m in METHODS]
+        lines.append(f"| {r['backbone']} | {r['n']} | {w['base_bytes'] * mib:.1f} | {w['adapter_bytes'] * mib:.2f} | "
+                     f"{budget * mib:.1f} | " + " | ".join(sizes) + f" | {w['resident_fused'] / budget:.3f} |")
+    notes = {m: why for r in records for m, why in r["not_applicable"].items()}
+    notes |= {m: res["train_unsupported"] for r in records for m, res in r["results"].items()
+              if "train_unsupported" in res}
+    if notes:
+        lines += ["", "Not applicable:", ""] + [f"- `{m}`: {why}" for m, why in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(records: list[dict], args) -> None:
+    """Rewritten after every setting, so that a long grid cut short keeps what it measured."""
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device}
+    report = {"machine": machine, "options": {k: v for k, v in vars(args).items() if k != "output"},
+              "records": records}
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
+    args.output.with_suffix(".md").write_text(markdown(records, args))
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    records = run(args)
+    print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
+    return records
+
+
+if __name__ == "__main__":
+    main()
