@@ -27,6 +27,13 @@ def trained(tiny, tmp_path):
     return model, inputs, logits
 
 
+@pytest.fixture
+def checkpoint(trained, tmp_path):
+    """The directory `trained` was saved to."""
+    trained[0].save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
 def saved_keys(directory):
     with safe_open(directory / "model.safetensors", "pt") as handle:
         return set(handle.keys())
@@ -37,19 +44,18 @@ def logits_of(model, inputs):
         return model(inputs[0], attention_mask=inputs[1]).logits
 
 
-def test_checkpoint_holds_integrator_and_bank_but_refers_to_base(trained, tmp_path):
-    model, inputs, logits = trained
-    model.save_pretrained(tmp_path / "ckpt")
-    keys = saved_keys(tmp_path / "ckpt")
+def test_checkpoint_holds_integrator_and_bank_but_refers_to_base(trained, checkpoint):
+    model = trained[0]
+    keys = saved_keys(checkpoint)
     integrator = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
     bank = {name for name in model.state_dict() if name.endswith((".lora_A", ".lora_B"))}
     assert keys == integrator | bank
-    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config = json.loads((checkpoint / "config.json").read_text())
     assert config["model_type"] == "xcross"
     assert config["base_model_name_or_path"] == model.config.base_model_name_or_path
     assert [entry["name"] for entry in config["adapters"]] == ["toys", "tools"]
     assert config["base_config"]["hidden_size"] == model.config.hidden_size
-    assert not list((tmp_path / "ckpt").glob("*.tmp")), "no temporary files are left behind"
+    assert not list(checkpoint.glob("*.tmp")), "no temporary files are left behind"
 
 
 def test_from_pretrained_round_trip(trained, tmp_path):
@@ -73,13 +79,19 @@ def test_auto_model_round_trip(trained, tmp_path):
     torch.testing.assert_close(logits_of(loaded, inputs), logits, atol=0, rtol=0)
 
 
-def test_self_contained_checkpoint_needs_no_base(tiny, tmp_path):
+def own_base_model(tiny, tmp_path):
+    """A base and two adapters of this test's own (so it may delete them), the X-Cross model and inputs."""
     base_dir = make_base(tmp_path / "base", tiny.family, seed=5)
     adapters = {name: make_adapter(tmp_path / name, base_dir, seed=seed, family=tiny.family)
                 for name, seed in (("a", 1), ("b", 2))}
     model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
     randomize_integrator(model)
     inputs = random_inputs(1, 2, 5)
+    return base_dir, adapters, model, inputs
+
+
+def test_self_contained_checkpoint_needs_no_base(tiny, tmp_path):
+    base_dir, adapters, model, inputs = own_base_model(tiny, tmp_path)
     expected = logits_of(model, inputs)
     model.save_pretrained(tmp_path / "full", include_base=True)
     assert saved_keys(tmp_path / "full") == set(model.state_dict())
@@ -90,12 +102,7 @@ def test_self_contained_checkpoint_needs_no_base(tiny, tmp_path):
 
 
 def test_checkpoint_without_bank_reads_adapter_sources(tiny, tmp_path):
-    base_dir = make_base(tmp_path / "base", tiny.family, seed=5)
-    adapters = {name: make_adapter(tmp_path / name, base_dir, seed=seed, family=tiny.family)
-                for name, seed in (("a", 1), ("b", 2))}
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
-    randomize_integrator(model)
-    inputs = random_inputs(1, 2, 5)
+    base_dir, adapters, model, inputs = own_base_model(tiny, tmp_path)
     model.save_pretrained(tmp_path / "slim", include_adapters=False)
     assert not any(key.endswith(".lora_A") for key in saved_keys(tmp_path / "slim"))
     torch.testing.assert_close(logits_of(AutoModel.from_pretrained(tmp_path / "slim"), inputs), logits_of(model, inputs))
@@ -112,42 +119,33 @@ def test_bfloat16_load(trained, tmp_path):
     torch.testing.assert_close(logits_of(loaded, inputs).float(), logits, atol=0.1, rtol=0.05)
 
 
-def test_missing_weights_file_is_a_clear_error(trained, tmp_path):
-    model, _, _ = trained
-    model.save_pretrained(tmp_path / "ckpt")
-    (tmp_path / "ckpt" / "model.safetensors").unlink()
+def test_missing_weights_file_is_a_clear_error(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
     with pytest.raises(OSError, match="model.safetensors"):
-        AutoModel.from_pretrained(tmp_path / "ckpt")
+        AutoModel.from_pretrained(checkpoint)
 
 
-def test_corrupted_weights_file_is_refused(trained, tmp_path):
-    model, _, _ = trained
-    model.save_pretrained(tmp_path / "ckpt")
-    weights = tmp_path / "ckpt" / "model.safetensors"
+def test_corrupted_weights_file_is_refused(checkpoint):
+    weights = checkpoint / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(Exception, match="(?i)safetensor|header|deserializ|incomplete"):
-        AutoModel.from_pretrained(tmp_path / "ckpt")
+        AutoModel.from_pretrained(checkpoint)
 
 
-def test_checkpoint_of_other_architecture_is_refused(trained, tmp_path):
-    model, _, _ = trained
-    model.save_pretrained(tmp_path / "ckpt")
-    config_path = tmp_path / "ckpt" / "config.json"
+def test_checkpoint_of_other_architecture_is_refused(checkpoint):
+    config_path = checkpoint / "config.json"
     config = json.loads(config_path.read_text())
     config["integrated_layers"] = [0]
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="unexpected keys"):
-        AutoModel.from_pretrained(tmp_path / "ckpt")
+        AutoModel.from_pretrained(checkpoint)
 
 
-def test_unknown_load_argument_is_refused(trained, tmp_path):
-    model, _, _ = trained
-    model.save_pretrained(tmp_path / "ckpt")
+def test_unknown_load_argument_is_refused(checkpoint):
     with pytest.raises(TypeError, match="not_an_option"):
-        XCrossForSequentialRecommendation.from_pretrained(tmp_path / "ckpt", not_an_option=1)
+        XCrossForSequentialRecommendation.from_pretrained(checkpoint, not_an_option=1)
 
 
 def test_pickle_format_is_refused(trained, tmp_path):
-    model, _, _ = trained
     with pytest.raises(ValueError, match="safetensors only"):
-        model.save_pretrained(tmp_path / "ckpt", safe_serialization=False)
+        trained[0].save_pretrained(tmp_path / "ckpt", safe_serialization=False)
