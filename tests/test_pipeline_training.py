@@ -143,3 +143,20 @@ def test_two_processes_end_with_identical_weights(data_dir, tiny_backbone, tmp_p
                    check=True, capture_output=True, timeout=300)
     digests = json.loads((out / "metrics.json").read_text())["weights_digest_by_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_decoder_backbone_trains_adapters_and_xcross(data_dir, tmp_path):
+    """The decoder path end to end: single-text prompts, last-token pooling, Llama blocks in X-Cross."""
+    backbone = make_tokenizer(make_base(tmp_path / "llama", "llama"))
+    for domain in ("Toys", "Sports"):
+        assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
+                     str(tmp_path / domain), "--backbone", str(backbone), *SMALL]) == 0
+    assert json.loads((tmp_path / "Toys" / "adapter_config.json").read_text())["target_modules"] in (
+        ["q_proj", "v_proj"], ["v_proj", "q_proj"])
+    assert main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(tmp_path / "Toys"),
+                 str(tmp_path / "Sports"), "--output-dir", str(tmp_path / "xcross"), "--backbone", str(backbone),
+                 *SMALL]) == 0
+    metrics = json.loads((tmp_path / "xcross" / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics)
+    model = XCrossForSequentialRecommendation.from_pretrained(tmp_path / "xcross")
+    assert model.pooling == "last" and model.config.base_config.model_type == "llama"
