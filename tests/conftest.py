@@ -174,3 +174,29 @@ def tiny_backbone(tmp_path_factory) -> Path:
     """A tiny random BERT base with a tokenizer, usable as --backbone."""
     directory = make_base(tmp_path_factory.mktemp("tiny-backbone") / "bert", "bert")
     return make_tokenizer(directory)
+
+
+# Small pipeline runs: options of every training command in the pipeline tests.
+SMALL = ["--max-train-users", "16", "--val-users", "4", "--max-eval-users", "6", "--batch-size", "4",
+         "--train-negatives", "3", "--max-length", "48", "--eval-batch-size", "3", "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Synthetic Toys, Sports and Tools domain folders."""
+    root = tmp_path_factory.mktemp("domains")
+    for seed, name in enumerate(("Toys", "Sports", "Tools")):
+        make_domain(root, name, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="session")
+def adapters(data_dir, tiny_backbone, tmp_path_factory):
+    """Source adapters `toys` and `sports` trained through the CLI with SMALL settings."""
+    from modeling_xcross.pipeline.cli import main
+
+    out = tmp_path_factory.mktemp("adapters")
+    for domain in ("Toys", "Sports"):
+        assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
+                     str(out / domain.lower()), "--backbone", str(tiny_backbone), *SMALL]) == 0
+    return out

@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from conftest import make_base, make_domain, make_tokenizer
+from conftest import SMALL, make_base, make_tokenizer
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.lora_recommender import LoraRecommender
@@ -21,27 +21,6 @@ from modeling_xcross.pipeline.metrics import METRIC_KEYS
 from modeling_xcross.pipeline.runs import RunSettings, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--max-train-users", "16", "--val-users", "4", "--max-eval-users", "6", "--batch-size", "4",
-         "--train-negatives", "3", "--max-length", "48", "--eval-batch-size", "3", "--seed", "0"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("domains")
-    for seed, name in enumerate(("Toys", "Sports", "Tools")):
-        make_domain(root, name, seed=seed)
-    return root
-
-
-@pytest.fixture(scope="module")
-def adapters(data_dir, tiny_backbone, tmp_path_factory):
-    out = tmp_path_factory.mktemp("adapters")
-    for domain in ("Toys", "Sports"):
-        assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
-                     str(out / domain.lower()), "--backbone", str(tiny_backbone), *SMALL]) == 0
-    return out
-
-
 def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone):
     directory = adapters / "toys"
     metrics = json.loads((directory / "metrics.json").read_text())

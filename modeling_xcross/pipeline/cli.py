@@ -1,7 +1,9 @@
-"""`xcross`: train per-domain LoRA recommenders (source adapters), train X-Cross on a target domain, evaluate.
+"""`xcross`: train per-domain LoRA recommenders (source adapters), train X-Cross on a target domain, train the
+head-only baselines, evaluate.
 
     xcross train-adapter --domain Toys --output-dir runs/toys
     xcross train --target Tools --sources runs/toys runs/sports --output-dir runs/xcross-tools
+    xcross train-head --domain Tools --merge-sources runs/toys runs/sports --output-dir runs/merged-tools
     xcross evaluate --model-dir runs/xcross-tools --domain Tools
 
 Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
@@ -84,10 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output directories of `xcross train-adapter` runs on the same --backbone")
     _common(xcross)
 
+    head = commands.add_parser("train-head", help="baseline: train only the scoring head on the frozen base, or on "
+                               "the base with source adapters merged into one (--merge-sources)")
+    head.add_argument("--domain", required=True, help="domain folder name under --data-dir, e.g. Tools")
+    head.add_argument("--merge-sources", dest="sources", nargs="+", type=Path, default=[],
+                      help="output directories of `xcross train-adapter` runs on the same --backbone, merged with "
+                           "equal weights (PEFT add_weighted_adapter, 'cat': the mean of their LoRA deltas) and kept "
+                           "frozen; default: none, the head is trained on the bare base")
+    _common(head)
+
     evaluate = commands.add_parser("evaluate", help="score a trained model on fixed candidate lists; writes "
                                    "MODEL_DIR/eval_<domain>_<split>/metrics.json")
     evaluate.add_argument("--model-dir", required=True, type=Path,
-                          help="output directory of a finished train-adapter or train run")
+                          help="output directory of a finished train-adapter, train-head or train run")
     evaluate.add_argument("--domain", required=True, help="domain folder name under --data-dir")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test",
                           help="test users, or the validation users held out from train users; default: %(default)s")

@@ -27,11 +27,15 @@ RECOMMENDER_CONFIG_NAME = "recommender.json"
 
 
 class LoraRecommender(nn.Module):
+    """`peft_model` is the encoder the head scores from: a PeftModel here, possibly a bare base in subclasses (the
+    attribute keeps its name so that checkpoints of earlier runs still load)."""
+
     def __init__(self, peft_model: PeftModel, backbone: str):
         super().__init__()
         self.peft_model = peft_model
         self.backbone_name = backbone
-        config = peft_model.get_base_model().config
+        encoder = peft_model.get_base_model() if isinstance(peft_model, PeftModel) else peft_model
+        config = encoder.config
         self.pooling = family_for(config.model_type).default_pooling
         self.head = RecommendationHead(config.hidden_size)
 
@@ -72,7 +76,11 @@ class LoraRecommender(nn.Module):
         # PEFT records the local path the base was read from; keep the portable name instead.
         self.peft_model.peft_config["default"].base_model_name_or_path = self.backbone_name
         self.peft_model.save_pretrained(directory)
+        self.save_head(directory, {"kind": "lora-recommender"})
+
+    def save_head(self, directory: Path, settings: dict) -> None:
+        """The head weights and `recommender.json` (`settings` plus backbone and pooling)."""
         head = {key: value.contiguous() for key, value in self.head.state_dict().items()}
         atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(head, path))
-        settings = {"kind": "lora-recommender", "backbone": self.backbone_name, "pooling": self.pooling}
+        settings = {**settings, "backbone": self.backbone_name, "pooling": self.pooling}
         atomic_write(directory / RECOMMENDER_CONFIG_NAME, lambda path: path.write_text(json.dumps(settings, indent=2)))

@@ -14,6 +14,7 @@ from ..families import family_for
 from ..modeling_xcross import XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path
 from .collator import RecommendationCollator
+from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import RECOMMENDER_CONFIG_NAME, LoraRecommender
 
 
@@ -21,23 +22,29 @@ class ModelDirError(ValueError):
     """A model or adapter directory that cannot be used for what was asked; the message says how to fix it."""
 
 
-def source_backbone(directory: Path) -> str:
+def source_backbone(directory: Path, option: str = "--sources") -> str:
     """The backbone a source adapter directory was trained on (from its adapter_config.json)."""
     config_file = Path(directory) / ADAPTER_CONFIG_NAME
     if not config_file.is_file():
-        raise ModelDirError(f"--sources {directory}: {config_file.name} is missing, so it is not a LoRA adapter "
+        raise ModelDirError(f"{option} {directory}: {config_file.name} is missing, so it is not a LoRA adapter "
                             "directory. Pass output directories of `xcross train-adapter`.")
     return canonical_model_name(json.loads(config_file.read_text()).get("base_model_name_or_path") or "")
 
 
-def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCrossForSequentialRecommendation:
-    """X-Cross on `backbone` over the source adapters, named after their directories, refusing mismatched ones."""
+def check_sources(backbone: str, sources: list[Path], option: str = "--sources") -> str:
+    """The canonical backbone name, after refusing source adapters trained on another backbone."""
     backbone = canonical_model_name(backbone)
     for directory in sources:
-        trained_on = source_backbone(directory)
+        trained_on = source_backbone(directory, option)
         if trained_on != backbone:
-            raise ModelDirError(f"--sources {directory} was trained on backbone {trained_on!r}, but this run uses "
+            raise ModelDirError(f"{option} {directory} was trained on backbone {trained_on!r}, but this run uses "
                                 f"{backbone!r}; pass --backbone {trained_on} or adapters trained on {backbone}.")
+    return backbone
+
+
+def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCrossForSequentialRecommendation:
+    """X-Cross on `backbone` over the source adapters, named after their directories, refusing mismatched ones."""
+    backbone = check_sources(backbone, sources)
     names = [Path(directory).name.replace(".", "_") for directory in sources]
     if len(set(names)) != len(names):
         raise ModelDirError(f"--sources directories must have distinct names (they name the adapters): {names}.")
@@ -45,11 +52,17 @@ def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCro
                                                            **config_overrides)
 
 
+def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int) -> HeadRecommender:
+    """A head on the frozen base, or on the base with `merge_sources` merged into one adapter."""
+    return HeadRecommender.create(check_sources(backbone, merge_sources, "--merge-sources"), merge_sources, seed)
+
+
 def load_trained_model(directory: Path):
-    """An X-Cross checkpoint (config.json) or a LoRA recommender (recommender.json), and its backbone name."""
+    """An X-Cross checkpoint (config.json) or a recommender with a head (recommender.json), and its backbone name."""
     directory = Path(directory)
     if (directory / RECOMMENDER_CONFIG_NAME).is_file():
-        model = LoraRecommender.from_pretrained(directory)
+        kind = json.loads((directory / RECOMMENDER_CONFIG_NAME).read_text()).get("kind")
+        model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
         return model, model.backbone_name
     if (directory / CONFIG_NAME).is_file():
         model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()

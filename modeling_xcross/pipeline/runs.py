@@ -18,7 +18,7 @@ from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
-from .models import build_xcross, collator_for, load_trained_model
+from .models import build_head_recommender, build_xcross, collator_for, load_trained_model
 from .samples import EvalSamples, TrainSamples
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
@@ -101,17 +101,25 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
     return EvalSamples(domain, eval_lists_for(domain, "test", users, settings.seed, path))
 
 
+def build_model(settings: RunSettings):
+    """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
+    sources = [Path(source) for source in settings.sources]
+    if settings.command == "train":
+        return build_xcross(settings.backbone, sources)
+    if settings.command == "train-head":
+        return build_head_recommender(settings.backbone, sources, settings.seed)
+    return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
+                                  seed=settings.seed)
+
+
 def train(settings: RunSettings, callbacks=()) -> dict:
-    """Train a LoRA recommender (`train-adapter`) or X-Cross (`train`), then test it; returns metrics.json."""
+    """Train a LoRA recommender (`train-adapter`), a head (`train-head`) or X-Cross (`train`), then test it; returns
+    metrics.json."""
     started = time.time()
     settings.backbone = canonical_model_name(settings.backbone)
     output_dir = Path(settings.output_dir)
     resume_from = prepare_output_dir(settings)
-    if settings.command == "train":
-        model = build_xcross(settings.backbone, [Path(source) for source in settings.sources])
-    else:
-        model = LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                       seed=settings.seed)
+    model = build_model(settings)
     domain = load_domain(settings.data_dir, settings.domain)
     print(domain.summary())
     users = split_users(domain, settings.val_users, settings.seed, settings.max_train_users, settings.max_eval_users)

@@ -1,0 +1,52 @@
+"""Run the paper's experiments E1-E4 from a JSON config, resumably, one record per run in docs/results/records/.
+
+    python examples/experiments.py --config examples/experiments/tools.json --dry-run
+    python examples/experiments.py --config examples/experiments/tools.json --only E1 --seeds 42
+    python examples/experiments.py --config examples/experiments/tools.json --target Tools --only E2,E3
+
+E1: LoRA per domain on its own train users (the source adapters and the target-LoRA baseline). E2: X-Cross on each
+target from the other domains' E1 adapters. E3: X-Cross and target LoRA on fractions of the target train users.
+E4: the source adapters zero-shot, a head on the frozen base, a head on the merged source adapters, and PEFT X-LoRA
+(recorded as not applicable, with the reason). A run with a record is skipped; rerunning a stopped one resumes it.
+Then `python examples/report.py --config ...` writes docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from modeling_xcross.pipeline.experiments import EXPERIMENTS, ConfigError, ExperimentConfig, execute, plan_runs, \
+    select_runs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="experiment config (JSON), e.g. examples/experiments/tools.json")
+    parser.add_argument("--only", type=lambda text: text.split(","), default=None,
+                        help=f"comma-separated experiments to run, of {','.join(EXPERIMENTS)}; default: all")
+    parser.add_argument("--target", default=None,
+                        help="only this target's runs (and the E1 adapters of its sources); default: every target")
+    parser.add_argument("--seeds", type=lambda text: [int(seed) for seed in text.split(",")], default=None,
+                        help="comma-separated seeds of the config to run; default: all")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every selected run with its state and command; run nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = ExperimentConfig.load(args.config)
+        unknown = sorted(set(args.only or ()) - set(EXPERIMENTS))
+        if unknown:
+            raise ConfigError(f"--only {unknown}: unknown experiments; choose among {','.join(EXPERIMENTS)}.")
+        runs = select_runs(plan_runs(config), config, args.only, args.target, args.seeds)
+    except ConfigError as error:
+        print(f"experiments: error: {error}", file=sys.stderr)
+        return 2
+    return 1 if execute(runs, config, dry_run=args.dry_run) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

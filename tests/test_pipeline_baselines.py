@@ -1,0 +1,76 @@
+"""The E4 baselines through the CLI on a tiny random BERT: a head on the frozen base, a head on the merged source
+adapters (whose delta is the mean of the source deltas), and source adapters scored zero-shot on the very candidate
+lists the trained models are scored on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import SMALL, make_base, make_tokenizer
+from modeling_xcross.pipeline.cli import main
+from modeling_xcross.pipeline.head_recommender import HeadRecommender, merge_sources
+from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.pipeline.metrics import METRIC_KEYS
+
+
+def _delta(model, adapter: str) -> dict[str, torch.Tensor]:
+    """scaling * B @ A of every LoRA layer of `adapter`, by module name."""
+    return {name: module.scaling[adapter] * module.lora_B[adapter].weight @ module.lora_A[adapter].weight
+            for name, module in model.named_modules() if hasattr(module, "lora_A") and adapter in module.lora_A}
+
+
+@pytest.fixture(scope="module")
+def head_runs(adapters, data_dir, tiny_backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("heads")
+    common = ["--data-dir", str(data_dir), "--domain", "Tools", "--backbone", str(tiny_backbone), *SMALL]
+    assert main(["train-head", "--output-dir", str(out / "base"), *common]) == 0
+    assert main(["train-head", "--output-dir", str(out / "merged"), "--merge-sources", str(adapters / "toys"),
+                 str(adapters / "sports"), *common]) == 0
+    return out
+
+
+@pytest.mark.parametrize("run", ["base", "merged"])
+def test_train_head_trains_only_the_head_and_writes_metrics(head_runs, run):
+    metrics = json.loads((head_runs / run / "metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics) and metrics["num_users"] == 6
+    model = HeadRecommender.from_pretrained(head_runs / run)
+    assert metrics["trainable_parameters"] == sum(p.numel() for p in model.head.parameters())
+    assert (head_runs / run / "merged_sources" / "adapter_model.safetensors").is_file() == (run == "merged")
+
+
+def test_merged_adapter_delta_is_the_mean_of_the_source_deltas(adapters, tiny_backbone):
+    merged = merge_sources(str(tiny_backbone), [adapters / "toys", adapters / "sports"])
+    sources = [_delta(LoraRecommender.from_pretrained(adapters / name).peft_model, "default")
+               for name in ("toys", "sports")]
+    merged_delta = _delta(merged, "merged_sources")
+    assert merged_delta.keys() == sources[0].keys() and merged_delta
+    for name, delta in merged_delta.items():
+        torch.testing.assert_close(delta, (sources[0][name] + sources[1][name]) / 2, atol=1e-6, rtol=1e-5)
+
+
+def test_saved_head_recommender_scores_like_the_trained_one(head_runs, data_dir):
+    for run in ("base", "merged"):
+        assert main(["evaluate", "--model-dir", str(head_runs / run), "--data-dir", str(data_dir), "--domain", "Tools",
+                     "--max-eval-users", "6", "--val-users", "4", "--seed", "0", "--max-length", "48"]) == 0
+        trained = json.loads((head_runs / run / "metrics.json").read_text())
+        evaluated = json.loads((head_runs / run / "eval_Tools_test" / "metrics.json").read_text())
+        assert {key: evaluated[key] for key in METRIC_KEYS} == pytest.approx({key: trained[key] for key in METRIC_KEYS})
+
+
+def test_zero_shot_source_uses_the_trained_models_test_candidates(adapters, head_runs, data_dir):
+    assert main(["evaluate", "--model-dir", str(adapters / "toys"), "--data-dir", str(data_dir), "--domain", "Tools",
+                 "--max-eval-users", "6", "--val-users", "4", "--seed", "0"]) == 0
+    name = "candidates_test_6users_seed0.json"
+    zero_shot = json.loads((adapters / "toys" / "eval_Tools_test" / name).read_text())
+    assert zero_shot == json.loads((head_runs / "base" / name).read_text())
+    assert zero_shot["domain"] == "Tools" and len(zero_shot["lists"]) == 6
+
+
+def test_merge_sources_of_another_backbone_is_refused(adapters, data_dir, tmp_path, capsys):
+    other = make_tokenizer(make_base(tmp_path / "other-base", "bert", seed=9))
+    assert main(["train-head", "--data-dir", str(data_dir), "--domain", "Tools", "--merge-sources",
+                 str(adapters / "toys"), "--output-dir", str(tmp_path / "x"), "--backbone", str(other), *SMALL]) == 2
+    assert "--merge-sources" in capsys.readouterr().err
