@@ -68,5 +68,6 @@ class HeadRecommender(LoraRecommender):
         directory = Path(directory)
         if self.merged_from:
             self.peft_model.peft_config[MERGED_ADAPTER].base_model_name_or_path = self.backbone_name
-            self.peft_model.save_pretrained(directory, selected_adapters=[MERGED_ADAPTER])  # -> directory/<name>/
+            # -> directory/<name>/; embeddings are frozen, so PEFT need not look the base up on the Hub.
+            self.peft_model.save_pretrained(directory, selected_adapters=[MERGED_ADAPTER], save_embedding_layers=False)
         self.save_head(directory, {"kind": HEAD_RECOMMENDER_KIND, "merged_from": self.merged_from})

@@ -75,7 +75,8 @@ class LoraRecommender(nn.Module):
         directory = Path(directory)
         # PEFT records the local path the base was read from; keep the portable name instead.
         self.peft_model.peft_config["default"].base_model_name_or_path = self.backbone_name
-        self.peft_model.save_pretrained(directory)
+        # Embeddings are frozen, so PEFT need not look the base up on the Hub to decide whether to save them.
+        self.peft_model.save_pretrained(directory, save_embedding_layers=False)
         self.save_head(directory, {"kind": "lora-recommender"})
 
     def save_head(self, directory: Path, settings: dict) -> None:
