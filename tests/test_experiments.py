@@ -10,7 +10,7 @@ import pytest
 
 from modeling_xcross.pipeline.cli import main as xcross
 from modeling_xcross.pipeline.experiments import ConfigError, ExperimentConfig, execute, plan_runs, record_path, \
-    select_runs
+    select_runs, verify
 from modeling_xcross.pipeline.fusion_stats import fusion_contributions
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 
@@ -53,6 +53,11 @@ def test_selection_by_experiment_target_and_seed(tmp_path):
     assert {run.target for run in select_runs(runs, config, ["E2", "E4"], "Toys")} == {"Toys"}
     with pytest.raises(ConfigError, match="Garden"):
         select_runs(runs, config, None, "Garden")
+    lane = ["E4_head_Toys_seed1", "E1_lora_Tools_seed2"]
+    assert [run.run_id for run in select_runs(runs, config, run_ids=lane)] == ["E4_head_Toys_seed1",
+                                                                                "E1_lora_Tools_seed2"]  # plan order
+    with pytest.raises(ConfigError, match="E9_magic"):
+        select_runs(runs, config, run_ids=["E9_magic"])
 
 
 def test_config_missing_a_scale_field_is_refused(tmp_path):
@@ -81,7 +86,22 @@ def test_dry_run_runs_nothing_and_recorded_runs_are_skipped(tmp_path, capsys):
     assert [args[args.index("--domain") + 1] for args in launched] == ["Tools", "Toys"]
     record = json.loads(record_path(config.records_dir, runs[2]).read_text())
     assert record["experiment"] == "E1" and record["metrics"]["mrr"] == 0.5 and record["command"].startswith("xcross")
+    assert record["machine"]["cpus"] >= 1
     assert execute(runs, config, launcher=fake_launch) == 0 and len(launched) == 2  # all recorded: nothing runs
+
+
+def test_verify_tells_a_repeated_run_that_differs_from_its_record(tmp_path, capsys):
+    config = _config(tmp_path)
+    runs = select_runs(plan_runs(config), config, ["E1"])
+    for run, mrr in zip(runs, (0.25, 0.5)):  # Sports repeats its record exactly, Tools does not, Toys has no rerun
+        Path(run.metrics_file).parent.mkdir(parents=True)
+        Path(run.metrics_file).write_text(json.dumps({**dict.fromkeys(METRIC_KEYS, 0.25), "num_users": 6}))
+        record_path(config.records_dir, run).parent.mkdir(parents=True, exist_ok=True)
+        record_path(config.records_dir, run).write_text(json.dumps({"metrics": dict.fromkeys(METRIC_KEYS, mrr)}))
+    assert verify(runs, config) == 1
+    out = capsys.readouterr().out
+    assert "[same]    E1_lora_Sports_seed0" in out and "[differs] E1_lora_Tools_seed0: |repeated - recorded| = " \
+        "hit@1 0.25" in out and "Toys" not in out
 
 
 def test_blocked_run_names_the_missing_adapter(tmp_path, capsys):

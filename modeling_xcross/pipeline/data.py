@@ -37,7 +37,7 @@ class DomainData:
         return sorted(self.titles)
 
     def summary(self) -> str:
-        counts = ", ".join(f"{key}: {value}" for key, value in sorted(self.report.items()))
+        counts = ", ".join(f"{key}: {value}" for key, value in sorted(self.report.items())) or "nothing dropped"
         return (f"[data] {self.name}: {len(self.titles)} items with a usable title, {len(self.train)} train users, "
                 f"{len(self.test)} test users ({counts})")
 

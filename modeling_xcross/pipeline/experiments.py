@@ -9,6 +9,8 @@ number of test users).
 from __future__ import annotations
 
 import json
+import math
+import os
 import shlex
 import subprocess
 import sys
@@ -145,15 +147,21 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
 
 
 def select_runs(runs: list[Run], config: ExperimentConfig, only: list[str] | None = None,
-                target: str | None = None, seeds: list[int] | None = None) -> list[Run]:
-    """The runs of some experiments, one target (with the E1 adapters of its sources) and some seeds."""
+                target: str | None = None, seeds: list[int] | None = None,
+                run_ids: list[str] | None = None) -> list[Run]:
+    """The runs of some experiments, one target (with the E1 adapters of its sources), some seeds, or some run ids
+    (two runners given disjoint ids share a machine's cores without racing on a run)."""
     if target is not None and target not in config.targets:
         raise ConfigError(f"--target {target} is not a target of the config; its targets: {sorted(config.targets)}.")
+    unknown = sorted(set(run_ids or ()) - {run.run_id for run in runs})
+    if unknown:
+        raise ConfigError(f"--runs {unknown}: not runs of the config; `--dry-run` lists them.")
     wanted = {target, *config.targets[target]} if target else None
     return [run for run in runs
             if (not only or run.experiment in only)
             and (wanted is None or run.target == target or (run.experiment == "E1" and run.target in wanted))
-            and (not seeds or run.seed in seeds)]
+            and (not seeds or run.seed in seeds)
+            and (not run_ids or run.run_id in run_ids)]
 
 
 def record_path(records_dir: str | Path, run: Run) -> Path:
@@ -171,8 +179,29 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
     record.update(metrics={key: metrics[key] for key in METRIC_KEYS}, num_test_users=metrics["num_users"],
                   best_validation_mrr=metrics.get("best_validation_mrr"),
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
-                  wall_time_s=wall_time_s, run_settings=metrics.get("settings"), metrics_file=run.metrics_file)
+                  wall_time_s=wall_time_s, run_settings=metrics.get("settings"), metrics_file=run.metrics_file,
+                  machine={"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     return record
+
+
+def verify(runs: list[Run], config: ExperimentConfig) -> int:
+    """Compare the metrics of repeated runs (a record, and the run's metrics file written again by its command)
+    with their records. Returns the number of runs whose metrics differ."""
+    differing = 0
+    for run in runs:
+        path = record_path(config.records_dir, run)
+        if run.not_applicable or not path.is_file() or not Path(run.metrics_file).is_file():
+            continue
+        recorded = json.loads(path.read_text())["metrics"]
+        repeated = json.loads(Path(run.metrics_file).read_text())
+        gaps = {key: abs(repeated[key] - recorded[key]) for key in METRIC_KEYS}
+        if all(math.isclose(repeated[key], recorded[key], rel_tol=0, abs_tol=1e-9) for key in METRIC_KEYS):
+            print(f"[same]    {run.run_id}: its metrics file equals its record")
+        else:
+            differing += 1
+            print(f"[differs] {run.run_id}: |repeated - recorded| = "
+                  + ", ".join(f"{key} {gap:.4g}" for key, gap in gaps.items()))
+    return differing
 
 
 def launch(args: list[str]) -> int:
