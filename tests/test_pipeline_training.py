@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
-from modeling_xcross.pipeline.runs import RunSettings, train
+from modeling_xcross.pipeline.runs import OutputDirError, RunSettings, prepare_output_dir, train
 
 ROOT = Path(__file__).resolve().parents[1]
 def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone):
@@ -46,11 +47,13 @@ def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, t
 def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):
     out = tmp_path / "xcross"
     assert main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(adapters / "toys"),
-                 str(adapters / "sports"), "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL]) == 0
+                 str(adapters / "sports"), "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL,
+                 "--beta", "0.5", "--gamma", "0"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(METRIC_KEYS) <= set(metrics) and metrics["settings"]["sources"][1].endswith("sports")
     model = XCrossForSequentialRecommendation.from_pretrained(out)
     assert model.adapter_names == ["toys", "sports"]
+    assert (model.config.beta, model.config.gamma) == (0.5, 0) and metrics["settings"]["beta"] == 0.5
     assert main(["evaluate", "--model-dir", str(out), "--data-dir", str(data_dir), "--domain", "Tools",
                  "--max-eval-users", "6", "--val-users", "4", "--seed", "0", "--max-length", "48"]) == 0
     evaluated = json.loads((out / "eval_Tools_test" / "metrics.json").read_text())
@@ -88,6 +91,23 @@ def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone,
                  str(adapters / "toys"), "--backbone", str(tiny_backbone), *SMALL])
     assert code == 2
     assert "holds another run" in capsys.readouterr().err
+
+
+def test_run_recorded_before_a_setting_existed_still_resumes(tmp_path):
+    settings = RunSettings(command="train", data_dir="d", domain="Tools", output_dir=str(tmp_path), backbone="b")
+    recorded = asdict(settings)
+    del recorded["beta"], recorded["gamma"]  # written by a version without them
+    (tmp_path / "run_settings.json").write_text(json.dumps(recorded))
+    assert prepare_output_dir(settings) is None  # same run, nothing to resume from yet
+    settings.beta = 0.5
+    with pytest.raises(OutputDirError, match=r"\['beta'\]"):
+        prepare_output_dir(settings)
+
+
+def test_non_finite_beta_is_refused_by_the_cli(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--target", "Tools", "--sources", "a", "--output-dir", "o", "--beta", "nan"])
+    assert "--beta: expected a finite number, got 'nan'" in capsys.readouterr().err
 
 
 def test_source_adapter_of_another_backbone_is_refused(adapters, data_dir, tmp_path, capsys):

@@ -12,6 +12,7 @@ Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -27,6 +28,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
 
 
@@ -85,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     xcross.add_argument("--sources", required=True, nargs="+", type=Path,
                         help="output directories of `xcross train-adapter` runs on the same --backbone")
     _common(xcross)
+    xcross.add_argument("--beta", type=_finite_float, default=1.0,
+                        help="weight of the cross-domain scaling term of the refine step; default: %(default)s")
+    xcross.add_argument("--gamma", type=_finite_float, default=1.0,
+                        help="weight of the interaction (difference) term of the refine step; default: %(default)s")
 
     head = commands.add_parser("train-head", help="baseline: train only the scoring head on the frozen base, or on "
                                "the base with source adapters merged into one (--merge-sources)")
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_batch_size=args.eval_batch_size, train_negatives=args.train_negatives,
             learning_rate=args.learning_rate, max_length=args.max_length, lora_r=getattr(args, "lora_r", 8),
             lora_alpha=getattr(args, "lora_alpha", 16), patience=args.patience, save_steps=args.save_steps,
-            seed=args.seed)
+            seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0))
         train(settings)
     except USER_ERRORS as error:
         print(f"xcross {args.command}: error: {error}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -55,6 +55,8 @@ class RunSettings:
     patience: int = 2
     save_steps: int | None = None
     seed: int = 42
+    beta: float = 1.0  # X-Cross refine step (`train` only)
+    gamma: float = 1.0
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -66,7 +68,10 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
         return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if settings_file.is_file():
         previous = json.loads(settings_file.read_text())
-        differing = sorted(key for key in current if key not in RESUMABLE_SETTINGS and previous.get(key) != current[key])
+        # A setting added after that run was recorded had its default there.
+        defaults = {item.name: item.default for item in fields(RunSettings) if item.default is not MISSING}
+        differing = sorted(key for key in current if key not in RESUMABLE_SETTINGS
+                           and previous.get(key, defaults.get(key)) != current[key])
         if differing:
             raise OutputDirError(f"--output-dir {output_dir} holds another run ({SETTINGS_NAME} differs in "
                                  f"{differing}); choose a new --output-dir, or delete that directory to start over.")
@@ -105,7 +110,7 @@ def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
     if settings.command == "train":
-        return build_xcross(settings.backbone, sources)
+        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
