@@ -3,7 +3,8 @@ examples/experiments.py wrote. Needs matplotlib (`pip install -e ".[experiments]
 
     python examples/report.py --config examples/experiments/tools.json
 
-The domain-contribution plot of a target comes from its E2 X-Cross of the first seed, run on --fusion-users test
+The domain-contribution plot of a target comes from its E2 X-Cross of the first seed (the refine setting with the
+best validation MRR), run on --fusion-users test
 prompts; its numbers are kept in docs/results/fusion_<target>.json and reused when the model dir is gone.
 The "Honest reading" section of an existing results.md is kept.
 """
@@ -21,10 +22,12 @@ from modeling_xcross.pipeline.results_report import build_report, load_records
 
 
 def fusion_for(records: list[dict], target: str, figures: Path, users: int) -> dict | None:
-    """Fusion statistics of the target's first-seed X-Cross: computed from its model dir, else the stored JSON."""
+    """Fusion statistics of the target's first-seed X-Cross (of its settings, the best by validation MRR): computed
+    from its model dir, else the stored JSON."""
     stored = figures / f"fusion_{target}.json"
     runs = sorted((record for record in records if record["experiment"] == "E2" and record["target"] == target
-                   and record["status"] == "done"), key=lambda record: record["seed"])
+                   and record["status"] == "done"),
+                  key=lambda record: (record["seed"], -(record.get("best_validation_mrr") or 0)))
     if runs and users and Path(runs[0]["run_settings"]["output_dir"]).is_dir():
         settings = runs[0]["run_settings"]
         stats = fusion_contributions(settings["output_dir"], settings["data_dir"], target, users, settings["seed"],

@@ -45,6 +45,19 @@ def test_config_expands_to_e1_to_e4_for_every_seed(tmp_path):
             assert run.args[run.args.index("--max-eval-users") + 1] == "6"
 
 
+def test_each_refine_setting_gets_its_own_xcross_runs(tmp_path):
+    config = _config(tmp_path, xcross_refine=[{"beta": 1.0, "gamma": 1.0}, {"beta": 0.1, "gamma": 0.05}])
+    runs = {run.run_id: run for run in plan_runs(config) if run.model == "xcross"}
+    assert list(runs) == ["E2_xcross_Tools_seed0", "E2_xcross_Tools_beta0.1_gamma0.05_seed0",
+                          "E3_xcross_Tools_50pct_seed0", "E3_xcross_Tools_beta0.1_gamma0.05_50pct_seed0"]
+    tuned = runs["E3_xcross_Tools_beta0.1_gamma0.05_50pct_seed0"]
+    assert tuned.args[tuned.args.index("--beta") + 1:tuned.args.index("--beta") + 4] == ["0.1", "--gamma", "0.05"]
+    assert tuned.args[tuned.args.index("--output-dir") + 1] == str(tmp_path / "runs/seed0/xcross-Tools-beta0.1-gamma0.05-50pct")
+    assert tuned.refine == {"beta": 0.1, "gamma": 0.05}
+    with pytest.raises(ConfigError, match="xcross_refine"):
+        _config(tmp_path, xcross_refine=[{"beta": 0.1}])
+
+
 def test_selection_by_experiment_target_and_seed(tmp_path):
     config = _config(tmp_path, seeds=[1, 2], targets={"Tools": ["Toys", "Sports"], "Toys": ["Sports", "Tools"]})
     runs = plan_runs(config)
@@ -152,7 +165,7 @@ def test_report_builds_tables_and_plots_from_records(finished, tmp_path):
                         "num_users": 3, "num_tokens": 40, "model_dir": "runs/x"}}
     output = tmp_path / "results.md"
     text = build_report(finished, "config.json", records, output, fusion)
-    assert "| X-Cross (Toys+Sports) | 2 |" in text and "PEFT X-LoRA (Toys+Sports) | – |" in text
+    assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 |" in text and "PEFT X-LoRA (Toys+Sports) | – |" in text
     assert "± " in text and "| test_users | 6 |" in text and "xcross train-head" in text
     assert (tmp_path / "results" / "data_efficiency_Tools.png").stat().st_size > 0
     assert (tmp_path / "results" / "fusion_Tools.png").stat().st_size > 0

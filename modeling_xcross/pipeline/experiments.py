@@ -34,6 +34,17 @@ XLORA_NOT_APPLICABLE = (
     "other rows score.")
 
 
+DEFAULT_REFINE = {"beta": 1.0, "gamma": 1.0}
+
+
+def refine_suffix(refine: dict[str, float], separator: str) -> str:
+    """How a run id or output dir names non-default refine weights ("" for beta = gamma = 1, as before they were
+    configurable)."""
+    if refine == DEFAULT_REFINE:
+        return ""
+    return f"{separator}beta{refine['beta']:g}{separator}gamma{refine['gamma']:g}"
+
+
 class ConfigError(ValueError):
     """An experiment config that cannot be expanded; the message names the field."""
 
@@ -45,6 +56,8 @@ class ExperimentConfig:
     scale: dict  # backbone, max_length, train_users, val_users, test_users, epochs, batch_size, ...
     learning_rates: dict[str, float]  # per model family: lora, xcross, head
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    # The X-Cross refine-step weights to run E2/E3 with, one set of runs each (tuned on validation MRR).
+    xcross_refine: list[dict[str, float]] = field(default_factory=lambda: [dict(DEFAULT_REFINE)])
     data_dir: str = str(DEFAULT_DATA_DIR)
     runs_dir: str = "runs/experiments"
     records_dir: str = "docs/results/records"
@@ -63,6 +76,9 @@ class ExperimentConfig:
         missing += [f"learning_rates.{key}" for key in ("lora", "xcross", "head") if key not in config.learning_rates]
         if missing:
             raise ConfigError(f"{path}: missing {missing}; see examples/experiments/tools.json.")
+        if not config.xcross_refine or any(set(refine) != {"beta", "gamma"} for refine in config.xcross_refine):
+            raise ConfigError(f"{path}: xcross_refine must be a non-empty list of {{\"beta\": b, \"gamma\": g}}, got "
+                              f"{config.xcross_refine}.")
         if 1.0 not in config.fractions or any(not 0 < fraction <= 1 for fraction in config.fractions):
             raise ConfigError(f"{path}: fractions must lie in (0, 1] and include 1.0 (the E1/E2 runs), got "
                               f"{config.fractions}.")
@@ -82,6 +98,7 @@ class Run:
     metrics_file: str = ""
     needs: list[str] = field(default_factory=list)  # output dirs that must hold a finished run first
     not_applicable: str = ""
+    refine: dict[str, float] = field(default_factory=dict)  # X-Cross runs: beta and gamma
 
     @property
     def command(self) -> str:
@@ -117,15 +134,21 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
         for target, sources in config.targets.items():
             needs = [str(Path(adapter(source)) / METRICS_NAME) for source in sources]
             source_dirs = [adapter(source) for source in sources]
-            args, metrics = training("train", "xcross", root / f"xcross-{target}")
-            runs.append(Run(f"E2_xcross_{target}_seed{seed}", "E2", "xcross", target, sources, 1.0, seed,
-                            [*args, "--target", target, "--sources", *source_dirs], metrics, needs))
+
+            def xcross(refine: dict[str, float], fraction: float) -> Run:
+                percent = "" if fraction == 1.0 else f"_{round(fraction * 100)}pct"
+                args, metrics = training("train", "xcross", root / (f"xcross-{target}{refine_suffix(refine, '-')}"
+                                                                    + percent.replace("_", "-")), fraction)
+                args += ["--target", target, "--sources", *source_dirs, "--beta", f"{refine['beta']:g}", "--gamma",
+                         f"{refine['gamma']:g}"]
+                return Run(f"{'E2' if fraction == 1.0 else 'E3'}_xcross_{target}{refine_suffix(refine, '_')}"
+                           f"{percent}_seed{seed}", "E2" if fraction == 1.0 else "E3", "xcross", target, sources,
+                           fraction, seed, args, metrics, needs, refine=refine)
+
+            runs += [xcross(refine, 1.0) for refine in config.xcross_refine]
             for fraction in sorted(set(config.fractions) - {1.0}):
                 percent = round(fraction * 100)
-                args, metrics = training("train", "xcross", root / f"xcross-{target}-{percent}pct", fraction)
-                runs.append(Run(f"E3_xcross_{target}_{percent}pct_seed{seed}", "E3", "xcross", target, sources,
-                                fraction, seed, [*args, "--target", target, "--sources", *source_dirs], metrics,
-                                needs))
+                runs += [xcross(refine, fraction) for refine in config.xcross_refine]
                 args, metrics = training("train-adapter", "lora", root / f"lora-{target}-{percent}pct", fraction)
                 runs.append(Run(f"E3_lora_{target}_{percent}pct_seed{seed}", "E3", "lora", target, [], fraction,
                                 seed, [*args, "--domain", target], metrics))
@@ -169,7 +192,8 @@ def record_path(records_dir: str | Path, run: Run) -> Path:
 
 
 def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -> dict:
-    """The record of a finished (or not applicable) run: what it is, its metrics and how it was run."""
+    """The record of a finished (or not applicable) run: what it is, its metrics and how it was run. The wall time
+    is the run's own (its metrics file), else the runner's."""
     record = {key: value for key, value in asdict(run).items() if key not in ("args", "needs", "metrics_file")}
     record.update(command=run.command, scale=config.scale, learning_rates=config.learning_rates,
                   status="not applicable" if run.not_applicable else "done")
@@ -179,7 +203,7 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
     record.update(metrics={key: metrics[key] for key in METRIC_KEYS}, num_test_users=metrics["num_users"],
                   best_validation_mrr=metrics.get("best_validation_mrr"),
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
-                  wall_time_s=wall_time_s, run_settings=metrics.get("settings"), metrics_file=run.metrics_file,
+                  wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"), metrics_file=run.metrics_file,
                   machine={"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     return record
 

@@ -8,7 +8,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .experiments import ExperimentConfig
+from .experiments import DEFAULT_REFINE, ExperimentConfig
 from .metrics import METRIC_KEYS
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
@@ -19,9 +19,15 @@ def load_records(records_dir: str | Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(records_dir).glob("*.json"))]
 
 
+def refine_of(record: dict) -> dict[str, float]:
+    """An X-Cross record's beta and gamma (records from before they were configurable ran with the defaults)."""
+    return record.get("refine") or dict(DEFAULT_REFINE)
+
+
 def row_label(record: dict) -> str:
     sources = "+".join(record["sources"])
-    return {"xcross": f"X-Cross ({sources})", "lora": f"LoRA on {record['target']} (E1)",
+    refine = refine_of(record)
+    return {"xcross": f"X-Cross ({sources}; β={refine['beta']:g}, γ={refine['gamma']:g})", "lora": f"LoRA on {record['target']} (E1)",
             "zero-shot": f"{sources} LoRA, zero-shot", "head": "Head only (frozen base)",
             "merged-sources": f"Merged {sources} adapters (cat, mean delta) + head",
             "xlora": f"PEFT X-LoRA ({sources})"}[record["model"]]
@@ -55,11 +61,11 @@ def target_table(records: list[dict], target: str) -> str:
 
 
 def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, list[float]]]:
-    """{model: {fraction: [MRR per seed]}} of X-Cross and target LoRA on `target`."""
-    curves: dict[str, dict[float, list[float]]] = {"xcross": defaultdict(list), "lora": defaultdict(list)}
+    """{row label: {fraction: [MRR per seed]}} of every X-Cross setting and target LoRA on `target`."""
+    curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record["target"] == target and record["model"] in curves and record["status"] == "done":
-            curves[record["model"]][record["fraction"]].append(record["metrics"]["mrr"])
+        if record["target"] == target and record["model"] in ("xcross", "lora") and record["status"] == "done":
+            curves[row_label(record)][record["fraction"]].append(record["metrics"]["mrr"])
     return curves
 
 
@@ -71,17 +77,16 @@ def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     curves = data_efficiency(records, target)
-    if not any(curves.values()):
+    if not curves:
         return False
-    figure, axes = plt.subplots(figsize=(5, 3.5))
-    for model, label in (("xcross", "X-Cross"), ("lora", f"LoRA on {target}")):
-        fractions = sorted(curves[model])
-        if fractions:
-            means = [statistics.mean(curves[model][f]) for f in fractions]
-            stds = [statistics.stdev(curves[model][f]) if len(curves[model][f]) > 1 else 0 for f in fractions]
-            axes.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=label)
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for label in sorted(curves):
+        fractions = sorted(curves[label])
+        means = [statistics.mean(curves[label][f]) for f in fractions]
+        stds = [statistics.stdev(curves[label][f]) if len(curves[label][f]) > 1 else 0 for f in fractions]
+        axes.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=label)
     axes.set(xlabel=f"% of {target} train users", ylabel="test MRR", title=f"Data efficiency on {target}")
-    axes.legend()
+    axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
