@@ -139,8 +139,9 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
         if target in fusion:
             plot_fusion(fusion[target], target, figures / f"fusion_{target}.png")
             parts += [f"![domain contributions per layer, {target}](results/fusion_{target}.png)", "",
-                      f"Mean |z| over the non-padding tokens of {fusion[target]['num_tokens']} prompts "
-                      f"({fusion[target]['model_dir']}); numbers in `results/fusion_{target}.json`.", ""]
+                      f"Mean |z| over the {fusion[target]['num_tokens']} non-padding tokens of the prompts of "
+                      f"{fusion[target]['num_users']} test users ({fusion[target]['model_dir']}); the refine step "
+                      f"adds β or γ times z. Numbers in `results/fusion_{target}.json`.", ""]
     commands = sorted({record["command"] for record in records if record.get("command")})
     parts += ["## Commands", "", "```bash", f"python examples/experiments.py --config {config_path}",
               f"python examples/report.py --config {config_path}", "```", "", "<details><summary>Every xcross "
