@@ -52,7 +52,8 @@ def test_each_refine_setting_gets_its_own_xcross_runs(tmp_path):
                           "E3_xcross_Tools_50pct_seed0", "E3_xcross_Tools_beta0.1_gamma0.05_50pct_seed0"]
     tuned = runs["E3_xcross_Tools_beta0.1_gamma0.05_50pct_seed0"]
     assert tuned.args[tuned.args.index("--beta") + 1:tuned.args.index("--beta") + 4] == ["0.1", "--gamma", "0.05"]
-    assert tuned.args[tuned.args.index("--output-dir") + 1] == str(tmp_path / "runs/seed0/xcross-Tools-beta0.1-gamma0.05-50pct")
+    assert tuned.args[tuned.args.index("--output-dir") + 1] == str(
+        tmp_path / "runs/seed0/xcross-Tools-beta0.1-gamma0.05-50pct")
     assert tuned.refine == {"beta": 0.1, "gamma": 0.05}
     with pytest.raises(ConfigError, match="xcross_refine"):
         _config(tmp_path, xcross_refine=[{"beta": 0.1}])

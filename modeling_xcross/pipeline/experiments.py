@@ -136,14 +136,16 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
             source_dirs = [adapter(source) for source in sources]
 
             def xcross(refine: dict[str, float], fraction: float) -> Run:
-                percent = "" if fraction == 1.0 else f"_{round(fraction * 100)}pct"
-                args, metrics = training("train", "xcross", root / (f"xcross-{target}{refine_suffix(refine, '-')}"
-                                                                    + percent.replace("_", "-")), fraction)
+                experiment = "E2" if fraction == 1.0 else "E3"
+                percent = "" if fraction == 1.0 else f"{round(fraction * 100)}pct"
+                output = root / "-".join(filter(None, [f"xcross-{target}{refine_suffix(refine, '-')}", percent]))
+                args, metrics = training("train", "xcross", output, fraction)
                 args += ["--target", target, "--sources", *source_dirs, "--beta", f"{refine['beta']:g}", "--gamma",
                          f"{refine['gamma']:g}"]
-                return Run(f"{'E2' if fraction == 1.0 else 'E3'}_xcross_{target}{refine_suffix(refine, '_')}"
-                           f"{percent}_seed{seed}", "E2" if fraction == 1.0 else "E3", "xcross", target, sources,
-                           fraction, seed, args, metrics, needs, refine=refine)
+                run_id = "_".join(filter(None, [f"{experiment}_xcross_{target}{refine_suffix(refine, '_')}", percent,
+                                                f"seed{seed}"]))
+                return Run(run_id, experiment, "xcross", target, sources, fraction, seed, args, metrics, needs,
+                           refine=refine)
 
             runs += [xcross(refine, 1.0) for refine in config.xcross_refine]
             for fraction in sorted(set(config.fractions) - {1.0}):
@@ -203,7 +205,8 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
     record.update(metrics={key: metrics[key] for key in METRIC_KEYS}, num_test_users=metrics["num_users"],
                   best_validation_mrr=metrics.get("best_validation_mrr"),
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
-                  wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"), metrics_file=run.metrics_file,
+                  wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
+                  metrics_file=run.metrics_file,
                   machine={"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     return record
 

@@ -27,7 +27,8 @@ def refine_of(record: dict) -> dict[str, float]:
 def row_label(record: dict) -> str:
     sources = "+".join(record["sources"])
     refine = refine_of(record)
-    return {"xcross": f"X-Cross ({sources}; β={refine['beta']:g}, γ={refine['gamma']:g})", "lora": f"LoRA on {record['target']} (E1)",
+    return {"xcross": f"X-Cross ({sources}; β={refine['beta']:g}, γ={refine['gamma']:g})",
+            "lora": f"LoRA on {record['target']} (E1)",
             "zero-shot": f"{sources} LoRA, zero-shot", "head": "Head only (frozen base)",
             "merged-sources": f"Merged {sources} adapters (cat, mean delta) + head",
             "xlora": f"PEFT X-LoRA ({sources})"}[record["model"]]
