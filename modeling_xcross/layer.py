@@ -21,14 +21,14 @@ def refine_streams(streams: torch.Tensor, fusion_weights: torch.Tensor, beta: fl
     beta * z[m, 0, j] - gamma * z[m, 1, j] at column o(m, j).
 
     Args:
-        streams: `(n, batch, seq_len, d)` block outputs h_m.
-        fusion_weights: `(batch, seq_len, n, 2, n-1)` the fusion head's z.
+        streams: `(n, tokens, d)` block outputs h_m.
+        fusion_weights: `(tokens, n, 2, n-1)` the fusion head's z.
         other_index: `(n, n-1)` from `other_domain_index`.
     """
     scale, interaction = fusion_weights.unbind(dim=-2)
     mix = torch.diag_embed(1.0 + gamma * interaction.sum(dim=-1))
     mix = mix.scatter_add(-1, other_index.expand_as(scale), beta * scale - gamma * interaction)
-    return torch.einsum("btmk,kbtd->mbtd", mix, streams)
+    return torch.einsum("tmk,ktd->mtd", mix, streams)
 
 
 class XCrossLayer(nn.Module):
@@ -68,9 +68,12 @@ class XCrossLayer(nn.Module):
         so that other ways of running the streams (see `benchmarks/`) fuse exactly as the model does."""
         if self.fusion_head is None:
             return hidden_states, None
-        n = self.num_streams
-        streams = hidden_states.view(n, -1, *hidden_states.shape[1:])
-        concatenated = streams.permute(1, 2, 0, 3).flatten(start_dim=2)
-        fusion_weights = self.fusion_head(concatenated).view(*concatenated.shape[:2], n, 2, n - 1)
+        n, hidden_size = self.num_streams, hidden_states.shape[-1]
+        streams = hidden_states.reshape(n, -1, hidden_size)
+        # z = W [h_1; ...; h_n] + b, computed as the sum over streams of h_m times W's m-th column block, so the
+        # streams are never copied side by side.
+        weight_blocks = self.fusion_head.weight.view(-1, n, hidden_size).permute(1, 2, 0)
+        fusion_weights = torch.bmm(streams, weight_blocks).sum(dim=0) + self.fusion_head.bias
+        fusion_weights = fusion_weights.view(-1, n, 2, n - 1)
         refined = refine_streams(streams, fusion_weights, self.beta, self.gamma, self.other_index)
-        return refined.flatten(0, 1), fusion_weights
+        return refined.reshape(hidden_states.shape), fusion_weights.view(-1, *hidden_states.shape[1:-1], n, 2, n - 1)

@@ -47,14 +47,17 @@ class LoraBankLinear(nn.Linear):
         return len(self.ranks)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        output = F.linear(hidden_states, self.weight, self.bias)
         if hidden_states.shape[0] % self.num_adapters:
             raise ValueError(f"LoraBankLinear expects the {self.num_adapters} adapter streams stacked on dim 0, got "
                              f"a leading size of {hidden_states.shape[0]}.")
+        output = F.linear(hidden_states, self.weight, self.bias)
         streams = hidden_states.reshape(self.num_adapters, -1, self.in_features)
-        down = torch.bmm(streams, self.lora_A.transpose(1, 2)) * self.scaling
-        delta = torch.bmm(down, self.lora_B.transpose(1, 2))
-        return output + delta.view_as(output)
+        down = torch.bmm(streams, self.lora_A.transpose(1, 2)).mul_(self.scaling)
+        # Added in place (the base product is not saved for backward): no delta-sized temporary. In-place ops skip
+        # autocast, so the factors take the output's dtype.
+        lora_B = self.lora_B.transpose(1, 2).to(output.dtype)
+        output.view(self.num_adapters, -1, self.out_features).baddbmm_(down.to(output.dtype), lora_B)
+        return output
 
     @torch.no_grad()
     def set_adapter(self, index: int, lora_A: torch.Tensor, lora_B: torch.Tensor) -> None:

@@ -101,8 +101,10 @@ class XCrossPreTrainedModel(PreTrainedModel):
     config_class = XCrossConfig
     base_model_prefix = "backbone"
     supports_gradient_checkpointing = True
-    # Tokens of stacked streams one pass through the blocks takes (the rest waits for the next chunk).
-    max_stacked_tokens = 12288
+    # On the CPU the stacked streams go through the blocks in passes whose widest activation (the MLP's
+    # intermediate layer, n streams stacked) stays within this many bytes: larger ones fall out of the caches, and
+    # glibc's allocator maps fresh pages for them on every pass. None runs every batch in one pass, as on GPUs.
+    cpu_pass_bytes: int | None = 8 * 2**20
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -270,10 +272,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         if token_type_ids is not None:
             token_type_ids = token_type_ids.reshape(input_ids.shape)
 
-        # Sequences are independent, so the stacked streams run in chunks of at most `max_stacked_tokens` tokens:
-        # an n-times taller stack than one model's batch runs slower per element once it outgrows the caches.
-        n, seq_len = self.num_streams, input_ids.shape[1]
-        chunk = max(1, self.max_stacked_tokens // (n * seq_len))
+        # Sequences are independent, so they may go through the blocks in several passes (see `cpu_pass_bytes`).
+        chunk = self.sequences_per_pass(*input_ids.shape, device=input_ids.device)
         types = token_type_ids.split(chunk) if token_type_ids is not None else [None] * -(-len(input_ids) // chunk)
         parts = [self._run_streams(*chunk_inputs, output_hidden_states, output_fusion_weights)
                  for chunk_inputs in zip(input_ids.split(chunk), attention_mask.split(chunk), types)]
@@ -289,6 +289,17 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
                                             fusion_weights=all_fusion_weights)
         return output if return_dict else output.to_tuple()
+
+    def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
+        """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
+        near-equal passes whose widest activation stays within `cpu_pass_bytes`."""
+        if device.type != "cpu" or self.cpu_pass_bytes is None:
+            return max(1, sequences)
+        base = self.config.base_config
+        widest = max(getattr(base, "intermediate_size", 0), base.hidden_size) * self.dtype.itemsize
+        largest_pass = max(1, self.cpu_pass_bytes // (widest * self.num_streams * seq_len))
+        passes = -(-sequences // largest_pass)
+        return max(1, -(-sequences // passes))
 
     def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights):
         """Embed once, run the n stacked streams through every block; `(n, sequences, seq_len, d)` and the

@@ -188,14 +188,28 @@ def test_roberta_family_streams_match_peft(tmp_path):
     torch.testing.assert_close(fused[-1][1], reference[-1], atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("largest_pass", "sequences", "expected"), [(4, 10, 4), (5, 10, 5), (3, 10, 3), (4, 5, 3),
+                                                                     (1, 7, 1), (50, 7, 7)])
+def test_passes_are_near_equal_and_within_the_budget(tiny, largest_pass, sequences, expected):
+    model = build(tiny, ("toys", "sports"))
+    widest = max(model.config.base_config.intermediate_size, model.config.hidden_size) * 4
+    model.cpu_pass_bytes = largest_pass * 2 * 16 * widest
+    assert model.sequences_per_pass(sequences, 16, torch.device("cpu")) == expected
+
+
 def test_chunked_streams_give_the_same_outputs(tiny):
     model = build(tiny, ("toys", "sports", "tools"))
     randomize_integrator(model)
     input_ids, attention_mask = random_inputs(3, 2, 7, pad_from=5)
     kwargs = dict(attention_mask=attention_mask, output_hidden_states=True, output_fusion_weights=True)
+    model.cpu_pass_bytes = None
+    assert model.sequences_per_pass(6, 7, torch.device("cpu")) == 6
     with torch.no_grad():
         whole = model(input_ids, **kwargs)
-        model.max_stacked_tokens = 2 * 3 * 7  # two sequences per pass: chunks of 2, 2, 2
+        widest = max(model.config.base_config.intermediate_size, model.config.hidden_size) * 4
+        model.cpu_pass_bytes = 2 * 3 * 7 * widest  # two of the six sequences fit a pass: passes of 2, 2, 2
+        assert model.sequences_per_pass(6, 7, torch.device("cpu")) == 2
+        assert model.sequences_per_pass(6, 7, torch.device("meta")) == 6, "only the CPU splits the batch"
         chunked = model(input_ids, **kwargs)
     torch.testing.assert_close(chunked.logits, whole.logits)
     for name in ("hidden_states", "fusion_weights"):
