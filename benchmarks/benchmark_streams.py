@@ -1,7 +1,7 @@
 """Benchmark fused X-Cross against the floor (n x one LoRA model) and every peer way of running n adapters.
 
-    python benchmarks/benchmark_streams.py --quick
-    python benchmarks/benchmark_streams.py --backbones minilm llama --streams 1 2 3 4 --rows 30 240 --seq-lens 64 128
+    python -m benchmarks.benchmark_streams --quick
+    python -m benchmarks.benchmark_streams --backbones minilm llama --streams 1 2 3 4 --rows 30 240 --seq-lens 64 128
 
 Per setting it times a forward (`torch.inference_mode`) and one training step (median of interleaved repeats
 after warm-up), measures the peak bytes each allocates and the resident weights of each way, then prints
@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import itertools
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from benchmarks.backbones import BACKBONES, prepare_backbone
 from benchmarks.measure import median_times, peak_allocated_bytes, resident_bytes
@@ -48,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bf16-autocast", action="store_true", help="Run every step under bfloat16 autocast.")
     parser.add_argument("--no-train", action="store_true", help="Time and measure forwards only.")
     parser.add_argument("--no-memory", action="store_true", help="Skip the (slow, profiled) peak-memory passes.")
+    parser.add_argument("--in-process", action="store_true",
+                        help="Measure every setting in this process (by default each runs in a fresh one, so that "
+                             "the allocator state an earlier setting left does not change a later one's timings).")
     parser.add_argument("--quick", action="store_true",
                         help=f"About a minute: {QUICK}; overrides those options.")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/streams"),
@@ -153,31 +161,53 @@ def ratios(results: dict[str, dict], key: str) -> dict | None:
             "best_peer": best}
 
 
-def run(args) -> list[dict]:
+def measure_one(args, backbone: str, n: int, rows: int, seq_len: int, scratch: Path) -> dict:
+    """The record of one setting, measured in this process."""
     device = torch.device(args.device)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16_autocast
                 else contextlib.nullcontext)
+    base_dir, adapters, vocab_size = prepare_backbone(backbone, n, scratch / f"{backbone}-{n}")
+    runners, skipped = build_runners(base_dir, adapters, torch.float32, device)
+    batch = make_batch(rows, seq_len, vocab_size, runners["fused"].model.pooling == "cls", device)
+    results = measure_setting(runners, batch, args, autocast)
+    return {"backbone": backbone, "n": n, "rows": rows, "seq_len": seq_len, "process": os.getpid(), "results": results,
+            "not_applicable": skipped, "weights": weight_budget(runners, base_dir, torch.float32),
+            "forward_ratios": ratios(results, "forward_s"), "train_ratios": ratios(results, "train_s")}
+
+
+def measure_in_child(args, backbone: str, n: int, rows: int, seq_len: int, scratch: Path) -> dict:
+    """The record of one setting, measured by this script in a fresh Python process."""
+    output = scratch / f"{backbone}-{n}-{rows}-{seq_len}"
+    command = [sys.executable, "-m", "benchmarks.benchmark_streams", "--backbones", backbone, "--streams", str(n),
+               "--rows", str(rows), "--seq-lens", str(seq_len), "--repeats", str(args.repeats), "--warmup",
+               str(args.warmup), "--device", args.device, "--output", str(output)]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    command += [flag for flag, on in (("--bf16-autocast", args.bf16_autocast), ("--no-train", args.no_train),
+                                      ("--no-memory", args.no_memory)) if on]
+    repository = Path(__file__).resolve().parents[1]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(repository),
+                                                                           os.environ.get("PYTHONPATH")]))}
+    child = subprocess.run(command, cwd=repository, env=environment, capture_output=True, text=True)
+    if child.returncode != 0:
+        raise RuntimeError(f"The benchmark of {backbone}, n={n}, {rows} rows, T={seq_len} failed "
+                           f"(exit {child.returncode}):\n{child.stderr[-3000:]}")
+    return json.loads(output.with_suffix(".json").read_text())["records"][0]
+
+
+def run(args) -> list[dict]:
+    """Measure every setting. With more than one, each runs in a fresh process (unless `--in-process`): the C
+    allocator keeps the shape its heap took under earlier settings' large blocks, which moved later settings'
+    ratios by up to 15%."""
+    grid = list(itertools.product(args.backbones, args.streams, args.rows, args.seq_lens))
+    measure = measure_one if len(grid) == 1 or args.in_process else measure_in_child
     records = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for backbone in args.backbones:
-            base_dir, all_adapters, vocab_size = prepare_backbone(backbone, max(args.streams), Path(scratch) / backbone)
-            for n in args.streams:
-                runners, skipped = build_runners(base_dir, dict(list(all_adapters.items())[:n]), torch.float32,
-                                                 device)
-                weights = weight_budget(runners, base_dir, torch.float32)
-                bert_style = runners["fused"].model.pooling == "cls"
-                for rows in args.rows:
-                    for seq_len in args.seq_lens:
-                        batch = make_batch(rows, seq_len, vocab_size, bert_style, device)
-                        results = measure_setting(runners, batch, args, autocast)
-                        record = {"backbone": backbone, "n": n, "rows": rows, "seq_len": seq_len,
-                                  "results": results, "not_applicable": skipped, "weights": weights,
-                                  "forward_ratios": ratios(results, "forward_s"),
-                                  "train_ratios": ratios(results, "train_s")}
-                        records.append(record)
-                        print(summary_line(record), flush=True)
-                        write_report(records, args)
-                del runners
+    progress = tqdm(total=len(grid), desc="settings", unit="setting")
+    with progress, tempfile.TemporaryDirectory() as scratch:
+        for setting in grid:
+            records.append(measure(args, *setting, Path(scratch)))
+            progress.write(summary_line(records[-1]))
+            progress.update()
+            write_report(records, args)
     return records
 
 
@@ -204,7 +234,8 @@ def markdown(records: list[dict], args) -> str:
         return "-" if found is None else f"{found[key]:.3f}"
 
     head = "| backbone | n | rows | T | " + " | ".join(METHODS)
-    lines = [f"Command: `python benchmarks/benchmark_streams.py {' '.join(args.argv)}`".rstrip(), "",
+    lines = [f"Command: `python -m benchmarks.benchmark_streams {' '.join(args.argv)}`".rstrip(), "",
+             f"Machine: {machine_line(args)}", "",
              "### Forward (ms, median)", "", head + " | fused/floor | fused/best peer |",
              "|" + " --- |" * (6 + len(METHODS))]
     for r in records:
@@ -243,11 +274,26 @@ def markdown(records: list[dict], args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def machine_facts(args) -> dict:
+    import peft
+    import transformers
+
+    return {"date": args.started, "platform": platform.platform(), "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(), "device": args.device, "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def machine_line(args) -> str:
+    facts = machine_facts(args)
+    return (f"{facts['date']}, {facts['platform']}, {facts['cpus']} CPUs, {facts['threads']} torch threads, "
+            f"device {facts['device']}; torch {facts['torch']}, transformers {facts['transformers']}, "
+            f"peft {facts['peft']}")
+
+
 def write_report(records: list[dict], args) -> None:
     """Rewritten after every setting, so that a long grid cut short keeps what it measured."""
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor(),
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device}
+    machine = machine_facts(args)
     report = {"machine": machine, "options": {k: v for k, v in vars(args).items() if k != "output"},
               "records": records}
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str))
@@ -260,6 +306,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     records = run(args)
     print(f"wrote {args.output.with_suffix('.json')} and {args.output.with_suffix('.md')}")
     return records
