@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Measure every setting in this process (by default each runs in a fresh one, so that "
                              "the allocator state an earlier setting left does not change a later one's timings).")
     parser.add_argument("--quick", action="store_true",
-                        help=f"About a minute: {QUICK}; overrides those options.")
+                        help=f"A few seconds: {QUICK}; overrides those options.")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/streams"),
                         help="Writes OUTPUT.json (every measurement) and OUTPUT.md (the tables).")
     args = parser.parse_args(argv)
@@ -230,8 +230,9 @@ def markdown(records: list[dict], args) -> str:
             return f"{result[key] * scale:.{digits}f}"
         return "n/a" if method in record["not_applicable"] or "train_unsupported" in result else "-"
 
-    def ratio(found, key):
-        return "-" if found is None else f"{found[key]:.3f}"
+    def ratio_cells(found):
+        cells = ["-", "-"] if found is None else [f"{found[key]:.3f}" for key in ("fused/floor", "fused/best_peer")]
+        return f" | {cells[0]} | {cells[1]} |"
 
     head = "| backbone | n | rows | T | " + " | ".join(METHODS)
     lines = [f"Command: `python -m benchmarks.benchmark_streams {' '.join(args.argv)}`".rstrip(), "",
@@ -241,14 +242,14 @@ def markdown(records: list[dict], args) -> str:
     for r in records:
         lines.append(f"| {r['backbone']} | {r['n']} | {r['rows']} | {r['seq_len']} | "
                      + " | ".join(cell(r, m, "forward_s", 1e3) for m in METHODS)
-                     + f" | {ratio(r['forward_ratios'], 'fused/floor')} | {ratio(r['forward_ratios'], 'fused/best_peer')} |")
+                     + ratio_cells(r["forward_ratios"]))
     if not args.no_train:
         lines += ["", "### Training step (ms, median)", "", head + " | fused, checkpointed | fused/floor | "
                   "fused/best peer |", "|" + " --- |" * (7 + len(METHODS))]
         for r in records:
             lines.append(f"| {r['backbone']} | {r['n']} | {r['rows']} | {r['seq_len']} | "
                          + " | ".join(cell(r, m, "train_s", 1e3) for m in (*METHODS, "fused_checkpointed"))
-                         + f" | {ratio(r['train_ratios'], 'fused/floor')} | {ratio(r['train_ratios'], 'fused/best_peer')} |")
+                         + ratio_cells(r["train_ratios"]))
     if not args.no_memory:
         mib = 1 / 2**20
         lines += ["", "### Peak allocated during the step (MiB): forward / training step", "",

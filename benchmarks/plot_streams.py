@@ -33,7 +33,7 @@ def plot_ratios(by_backbone: dict[str, list[dict]], key: str, path: Path) -> Non
 
     if not by_backbone:
         raise ValueError(f"No record has {key}: run the benchmark without --no-train for training-step ratios.")
-    figure, axes = plt.subplots(len(by_backbone), 1, figsize=(10, 3.2 * len(by_backbone)), squeeze=False)
+    figure, axes = plt.subplots(len(by_backbone), 1, figsize=(13, 3.4 * len(by_backbone)), squeeze=False)
     for axis, (backbone, records) in zip(axes[:, 0], sorted(by_backbone.items())):
         records = sorted(records, key=lambda r: (r["rows"], r["seq_len"], r["n"]))
         positions = range(len(records))
@@ -44,10 +44,11 @@ def plot_ratios(by_backbone: dict[str, list[dict]], key: str, path: Path) -> Non
                  label="fused / best peer")
         axis.axhline(1.0, color="black", linewidth=0.8)
         axis.axhline(TARGET, color="red", linestyle="--", linewidth=0.8, label=f"target {TARGET} x floor")
-        axis.set_xticks(list(positions), [f"n={r['n']}\n{r['rows']}r T{r['seq_len']}" for r in records],
-                        fontsize="small")
-        axis.set(ylabel="time ratio", title=f"{backbone}: {key.split('_')[0]} (below 1: fused is faster)")
-        axis.legend(fontsize="small", loc="upper left")
+        axis.set_xticks(list(positions), [f"n={r['n']}\n{r['rows']}x{r['seq_len']}" for r in records],
+                        fontsize="x-small")
+        axis.set(ylabel="time ratio", xlabel="adapters n, rows x tokens",
+                 title=f"{backbone}: {key.split('_')[0]} (below 1: fused is faster)")
+        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -36,8 +36,10 @@ class LoraBankLinear(nn.Linear):
         self.ranks = tuple(ranks)
         factory = {"dtype": base_layer.weight.dtype, "device": base_layer.weight.device}
         num_adapters, max_rank = len(self.ranks), max(self.ranks)
-        self.lora_A = nn.Parameter(torch.zeros(num_adapters, max_rank, self.in_features, **factory), requires_grad=False)
-        self.lora_B = nn.Parameter(torch.zeros(num_adapters, self.out_features, max_rank, **factory), requires_grad=False)
+        self.lora_A = nn.Parameter(torch.zeros(num_adapters, max_rank, self.in_features, **factory),
+                                   requires_grad=False)
+        self.lora_B = nn.Parameter(torch.zeros(num_adapters, self.out_features, max_rank, **factory),
+                                   requires_grad=False)
         self.register_buffer("scaling", torch.tensor(list(scalings), **factory).view(-1, 1, 1), persistent=False)
         # The base weight is already initialised and the LoRA slots are filled from adapters: never re-initialise.
         self._is_hf_initialized = True
