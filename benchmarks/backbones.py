@@ -27,20 +27,23 @@ LORA_RANK = 8
 
 def prepare_backbone(name: str, num_adapters: int, directory: Path) -> tuple[str, dict[str, str], int]:
     """The base model path, `num_adapters` PEFT LoRA adapter dirs (rank 8, non-zero B so they change the output),
-    and the vocabulary size to draw token ids from."""
+    and the vocabulary size to draw token ids from. Each is seeded by its index, so what `directory` already holds
+    is reused."""
     config, targets = BACKBONES[name]
     if config is None:
         base_dir = resolve_model_path(DEFAULT_BACKBONE)
     else:
-        torch.manual_seed(0)
         base_dir = str(directory / "base")
-        AutoModel.from_config(config).save_pretrained(base_dir)
-    adapters = {}
-    for index in range(num_adapters):
+        if not (directory / "base" / "config.json").exists():
+            torch.manual_seed(0)
+            AutoModel.from_config(config).save_pretrained(base_dir)
+    adapters = {f"domain{index}": str(directory / f"domain{index}") for index in range(num_adapters)}
+    for index, adapter_dir in enumerate(adapters.values()):
+        if (Path(adapter_dir) / "adapter_config.json").exists():
+            continue
         torch.manual_seed(index + 1)
         peft_model = get_peft_model(AutoModel.from_pretrained(base_dir),
                                     LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=targets,
                                                init_lora_weights=False))
-        adapters[f"domain{index}"] = str(directory / f"domain{index}")
-        peft_model.save_pretrained(adapters[f"domain{index}"])
+        peft_model.save_pretrained(adapter_dir)
     return base_dir, adapters, AutoConfig.from_pretrained(base_dir).vocab_size

@@ -166,7 +166,7 @@ def measure_one(args, backbone: str, n: int, rows: int, seq_len: int, scratch: P
     device = torch.device(args.device)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.bf16_autocast
                 else contextlib.nullcontext)
-    base_dir, adapters, vocab_size = prepare_backbone(backbone, n, scratch / f"{backbone}-{n}")
+    base_dir, adapters, vocab_size = prepare_backbone(backbone, n, scratch / backbone)
     runners, skipped = build_runners(base_dir, adapters, torch.float32, device)
     batch = make_batch(rows, seq_len, vocab_size, runners["fused"].model.pooling == "cls", device)
     results = measure_setting(runners, batch, args, autocast)
