@@ -94,7 +94,9 @@ class XCrossConfig(PreTrainedConfig):
     """
 
     model_type = "xcross"
-    sub_configs_defaults = {"base_config": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+    # Optional: a config.json that lost its base_config stays without one (and is refused when a model is built)
+    # instead of getting a default BERT's.
+    sub_configs_defaults = {"base_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True)}
 
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
@@ -148,7 +150,7 @@ class XCrossConfig(PreTrainedConfig):
         if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise ValueError(f"`pooling` must be one of {POOLING_MODES} or None (the backbone's default), "
                              f"got {self.pooling!r}.")
-        if self.integrated_layers is not None:
+        if self.integrated_layers is not None and self.base_config is not None:
             num_layers = self.num_hidden_layers
             bad = [index for index in self.integrated_layers if not 0 <= index < num_layers]
             if bad:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import AdapterSpec
 
-from .checkpoint import read_safetensors
+from .checkpoint import read_json, read_safetensors
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -95,7 +94,7 @@ def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None
     """
     source = str(source)
     config_file, weights_file, revision = _adapter_files(source, revision, **hub_kwargs)
-    peft_config = json.loads(config_file.read_text())
+    peft_config = read_json(config_file)
     _check_supported(name, peft_config)
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}

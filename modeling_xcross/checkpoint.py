@@ -8,8 +8,12 @@ every source adapter: small, and it frees the checkpoint from the adapter source
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import stat
 import tempfile
+import uuid
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -39,16 +43,49 @@ def weight_group(key: str) -> WeightGroup:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through a temporary file in the same directory and rename it into place, so a crash never
-    leaves a half-written file behind."""
+    leaves a half-written file behind. The file gets the permissions a plain write would give it: those of the file
+    it replaces, else the umask's."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0o666 less the umask
     try:
-        write(Path(temporary))
+        if path.exists():
+            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def atomic_save_dir(directory: Path, save: Callable[[Path], None]) -> None:
+    """Run `save` (a library's `save_pretrained`, which writes its files in place) into a temporary directory inside
+    `directory`, then rename each file it wrote into place: a crash leaves every file whole, the old or the new one."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
+    try:
+        save(temporary)
+        for written in sorted(path for path in temporary.rglob("*") if path.is_file()):
+            target = directory / written.relative_to(temporary)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                os.chmod(written, stat.S_IMODE(target.stat().st_mode))
+            os.replace(written, target)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON object file, turning a damaged one (truncated, edited) into an error that names it."""
+    try:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): it is truncated or damaged. Restore it, or write it "
+                         "again with the command that made this directory.") from error
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(content).__name__}.")
+    return content
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:

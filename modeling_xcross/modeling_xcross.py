@@ -130,6 +130,10 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         if not config.adapters:
             raise ValueError("XCrossConfig.adapters is empty: X-Cross needs at least one source adapter. Build the "
                              "model with XCrossForSequentialRecommendation.from_adapters(base, {name: adapter_dir}).")
+        if config.base_config is None:
+            raise ValueError("XCrossConfig.base_config is missing: an X-Cross config embeds its base model's "
+                             "configuration (save_pretrained writes it into config.json). Restore config.json, or "
+                             "rebuild the model with XCrossForSequentialRecommendation.from_adapters(base, adapters).")
         if backbone is None:
             backbone = AutoModel.from_config(config.base_config)
         backbone = bare_base_model(backbone)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from .prompts import PROMPT, PromptFormat
@@ -28,6 +30,15 @@ class RecommendationCollator:
         bare = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         start = next(i for i in range(len(with_specials)) if with_specials[i:i + len(bare)] == bare)
         return start + len(bare)
+
+    def required_length(self, titles: Iterable[str]) -> int:
+        """The shortest `max_length` that keeps every candidate of `titles` whole next to one history token."""
+        titles = list(titles)
+        if self.text_pair:
+            encoded = self.tokenizer(["x"] * len(titles), titles)
+        else:
+            encoded = self.tokenizer([self.prompt.decoder_text("x", title) for title in titles])
+        return max(len(ids) for ids in encoded["input_ids"])
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         histories, candidates = [], []

@@ -24,7 +24,7 @@ def fusion_contributions(model_dir: str | Path, data_dir: str | Path, domain_nam
     path = Path(model_dir) / f"eval_{domain_name}_test" / f"candidates_test_{len(chosen)}users_seed{seed}.json"
     path.parent.mkdir(exist_ok=True)
     samples = EvalSamples(domain, eval_lists_for(domain, "test", chosen, seed, path))
-    collator = collator_for(backbone, max_length)
+    collator = collator_for(backbone, max_length, domain.titles.values())
     totals, tokens = None, 0
     for start in range(0, len(samples), batch_size):
         batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])

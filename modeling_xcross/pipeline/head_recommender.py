@@ -9,16 +9,15 @@ with the merged adapter as a PEFT directory in `merged_sources/`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file
 
+from ..checkpoint import atomic_save_dir, read_json, read_safetensors
 from ..modeling_xcross import load_base_model
 from ..packaged_models import canonical_model_name
-from .lora_recommender import HEAD_WEIGHTS_NAME, RECOMMENDER_CONFIG_NAME, LoraRecommender
+from .lora_recommender import HEAD_WEIGHTS_NAME, RECOMMENDER_CONFIG_NAME, LoraRecommender, load_peft_adapter
 
 HEAD_RECOMMENDER_KIND = "head-recommender"
 MERGED_ADAPTER = "merged_sources"
@@ -27,9 +26,9 @@ MERGED_ADAPTER = "merged_sources"
 def merge_sources(backbone: str, sources: list[Path]) -> PeftModel:
     """The base with the source adapters merged into one active adapter, the mean of their deltas."""
     names = [f"source{index}" for index in range(len(sources))]
-    model = PeftModel.from_pretrained(load_base_model(backbone), str(sources[0]), adapter_name=names[0])
-    for name, source in zip(names[1:], sources[1:]):
-        model.load_adapter(str(source), adapter_name=name)
+    model = load_base_model(backbone)
+    for name, source in zip(names, sources):
+        model = load_peft_adapter(model, source, adapter_name=name)
     model.add_weighted_adapter(names, [1.0 / len(sources)] * len(sources), MERGED_ADAPTER, combination_type="cat")
     model.set_adapter(MERGED_ADAPTER)
     for name in names:
@@ -56,12 +55,12 @@ class HeadRecommender(LoraRecommender):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "HeadRecommender":
         directory = Path(directory)
-        settings = json.loads((directory / RECOMMENDER_CONFIG_NAME).read_text())
+        settings = read_json(directory / RECOMMENDER_CONFIG_NAME)
         encoder = load_base_model(settings["backbone"])
         if settings["merged_from"]:
-            encoder = PeftModel.from_pretrained(encoder, str(directory / MERGED_ADAPTER), adapter_name=MERGED_ADAPTER)
+            encoder = load_peft_adapter(encoder, directory / MERGED_ADAPTER, adapter_name=MERGED_ADAPTER)
         model = cls(encoder, settings["backbone"], settings["merged_from"])
-        model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS_NAME))
+        model.head.load_state_dict(read_safetensors(directory / HEAD_WEIGHTS_NAME))
         return model.eval()
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -69,5 +68,6 @@ class HeadRecommender(LoraRecommender):
         if self.merged_from:
             self.peft_model.peft_config[MERGED_ADAPTER].base_model_name_or_path = self.backbone_name
             # -> directory/<name>/; embeddings are frozen, so PEFT need not look the base up on the Hub.
-            self.peft_model.save_pretrained(directory, selected_adapters=[MERGED_ADAPTER], save_embedding_layers=False)
+            atomic_save_dir(directory, lambda temporary: self.peft_model.save_pretrained(
+                temporary, selected_adapters=[MERGED_ADAPTER], save_embedding_layers=False))
         self.save_head(directory, {"kind": HEAD_RECOMMENDER_KIND, "merged_from": self.merged_from})

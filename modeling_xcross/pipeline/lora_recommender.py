@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import save_file
 from torch import nn
 
-from ..checkpoint import atomic_write
+from ..adapters import PEFT_PREFIX, load_lora_adapter
+from ..checkpoint import atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
 from ..head import RecommendationHead, pooled_positions
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
@@ -24,6 +26,25 @@ from ..packaged_models import canonical_model_name
 
 HEAD_WEIGHTS_NAME = "head.safetensors"
 RECOMMENDER_CONFIG_NAME = "recommender.json"
+
+
+def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
+    """PEFT's `from_pretrained` (or `load_adapter` onto a PeftModel) after the checks of `load_lora_adapter`
+    (readable files, weights of the declared rank), refusing weights that miss modules the config targets: PEFT
+    would give those fresh LoRA weights and run a model nobody trained."""
+    directory = Path(directory)
+    saved = set(load_lora_adapter(directory.name, directory).weights)
+    if isinstance(model, PeftModel):
+        model.load_adapter(str(directory), adapter_name=adapter_name)
+    else:
+        model = PeftModel.from_pretrained(model, str(directory), adapter_name=adapter_name)
+    targeted = {name.removeprefix(PEFT_PREFIX) for name, module in model.named_modules()
+                if isinstance(module, LoraLayer) and adapter_name in module.lora_A}
+    if targeted != saved:
+        raise ValueError(f"{directory}: adapter_config.json targets {sorted(targeted - saved)[:4]}, which "
+                         "adapter_model.safetensors has no weights for (target_modules edited?); restore the config "
+                         "the adapter was saved with.")
+    return model
 
 
 class LoraRecommender(nn.Module):
@@ -53,10 +74,10 @@ class LoraRecommender(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "LoraRecommender":
         directory = Path(directory)
-        settings = json.loads((directory / RECOMMENDER_CONFIG_NAME).read_text())
+        settings = read_json(directory / RECOMMENDER_CONFIG_NAME)
         base = load_base_model(settings["backbone"])
-        model = cls(PeftModel.from_pretrained(base, directory), settings["backbone"])
-        model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS_NAME))
+        model = cls(load_peft_adapter(base, directory), settings["backbone"])
+        model.head.load_state_dict(read_safetensors(directory / HEAD_WEIGHTS_NAME))
         return model.eval()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
@@ -75,8 +96,10 @@ class LoraRecommender(nn.Module):
         directory = Path(directory)
         # PEFT records the local path the base was read from; keep the portable name instead.
         self.peft_model.peft_config["default"].base_model_name_or_path = self.backbone_name
-        # Embeddings are frozen, so PEFT need not look the base up on the Hub to decide whether to save them.
-        self.peft_model.save_pretrained(directory, save_embedding_layers=False)
+        # Embeddings are frozen, so PEFT need not look the base up on the Hub to decide whether to save them. PEFT
+        # writes in place; a kill then would leave a truncated adapter_config.json over a good one.
+        atomic_save_dir(directory, lambda temporary: self.peft_model.save_pretrained(temporary,
+                                                                                     save_embedding_layers=False))
         self.save_head(directory, {"kind": "lora-recommender"})
 
     def save_head(self, directory: Path, settings: dict) -> None:

@@ -3,13 +3,15 @@ one for evaluation, with the checks that make a wrong directory fail early and s
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
 
+from configuration_xcross import XCrossConfig
+
 from ..adapters import ADAPTER_CONFIG_NAME
-from ..checkpoint import CONFIG_NAME
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_json
 from ..families import family_for
 from ..modeling_xcross import XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path
@@ -28,7 +30,7 @@ def source_backbone(directory: Path, option: str = "--sources") -> str:
     if not config_file.is_file():
         raise ModelDirError(f"{option} {directory}: {config_file.name} is missing, so it is not a LoRA adapter "
                             "directory. Pass output directories of `xcross train-adapter`.")
-    return canonical_model_name(json.loads(config_file.read_text()).get("base_model_name_or_path") or "")
+    return canonical_model_name(read_json(config_file).get("base_model_name_or_path") or "")
 
 
 def check_sources(backbone: str, sources: list[Path], option: str = "--sources") -> str:
@@ -61,10 +63,17 @@ def load_trained_model(directory: Path):
     """An X-Cross checkpoint (config.json) or a recommender with a head (recommender.json), and its backbone name."""
     directory = Path(directory)
     if (directory / RECOMMENDER_CONFIG_NAME).is_file():
-        kind = json.loads((directory / RECOMMENDER_CONFIG_NAME).read_text()).get("kind")
+        kind = read_json(directory / RECOMMENDER_CONFIG_NAME).get("kind")
         model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
         return model, model.backbone_name
     if (directory / CONFIG_NAME).is_file():
+        model_type = read_json(directory / CONFIG_NAME).get("model_type")
+        if model_type != XCrossConfig.model_type:
+            raise ModelDirError(f"--model-dir {directory}: {CONFIG_NAME} has model_type {model_type!r}, not "
+                                f"{XCrossConfig.model_type!r}; pass the output directory of an `xcross train` run.")
+        if not (directory / WEIGHTS_NAME).is_file():
+            raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
+                                "finish saving. Rerun that run's command to finish it.")
         model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
         return model, model.config.base_model_name_or_path
     raise ModelDirError(f"--model-dir {directory} holds neither {RECOMMENDER_CONFIG_NAME} (a LoRA recommender) nor "
@@ -72,9 +81,15 @@ def load_trained_model(directory: Path):
                         "`xcross train-adapter` or `xcross train` run.")
 
 
-def collator_for(backbone: str, max_length: int) -> RecommendationCollator:
-    """The collator matching the backbone: text pairs for encoders, one text for decoders."""
+def collator_for(backbone: str, max_length: int, titles: Iterable[str]) -> RecommendationCollator:
+    """The collator matching the backbone (text pairs for encoders, one text for decoders), after checking that
+    `max_length` fits every candidate of `titles` with some history, so no prompt fails or loses its candidate."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
-    return RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length)
+    collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length)
+    required = collator.required_length(titles)
+    if max_length < required:
+        raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain with "
+                         f"one history token takes {required} tokens; pass --max-length {required} or more.")
+    return collator

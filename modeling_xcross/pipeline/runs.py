@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers.trainer_utils import get_last_checkpoint
 
 from ..checkpoint import atomic_write
 from ..packaged_models import canonical_model_name
@@ -19,13 +18,15 @@ from .data import DataError, load_domain, split_users
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
 from .models import build_head_recommender, build_xcross, collator_for, load_trained_model
+from .resume import TrainSamplesEpoch, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
 METRICS_NAME = "metrics.json"
-# Settings that may change between an interrupted run and its resumption.
-RESUMABLE_SETTINGS = ("max_eval_users",)
+# Settings that may change between an interrupted run and its resumption (the output dir: moved, or named another
+# way).
+RESUMABLE_SETTINGS = ("max_eval_users", "output_dir")
 
 
 class OutputDirError(ValueError):
@@ -60,12 +61,13 @@ class RunSettings:
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
-    """Record the settings in a new output dir, or check an existing one holds this run; the checkpoint to resume."""
+    """Record the settings in a new output dir, or check an existing one holds this run; the last complete
+    checkpoint to resume from. Called once the inputs are validated, so a mistyped option does not claim the dir."""
     output_dir = Path(settings.output_dir)
     settings_file = output_dir / SETTINGS_NAME
     current = asdict(settings)
     if world_rank() != 0:  # rank 0 checks and records; the others would race with its writes
-        return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        return last_complete_checkpoint(output_dir, remove_incomplete=False)
     if settings_file.is_file():
         previous = json.loads(settings_file.read_text())
         # A setting added after that run was recorded had its default there.
@@ -75,7 +77,7 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
         if differing:
             raise OutputDirError(f"--output-dir {output_dir} holds another run ({SETTINGS_NAME} differs in "
                                  f"{differing}); choose a new --output-dir, or delete that directory to start over.")
-        return get_last_checkpoint(str(output_dir))
+        return last_complete_checkpoint(output_dir)
     if output_dir.is_dir() and any(output_dir.iterdir()):
         raise OutputDirError(f"--output-dir {output_dir} is not empty and holds no {SETTINGS_NAME}, so it is not an "
                              "xcross run; choose a new or empty --output-dir.")
@@ -123,8 +125,6 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     started = time.time()
     settings.backbone = canonical_model_name(settings.backbone)
     output_dir = Path(settings.output_dir)
-    resume_from = prepare_output_dir(settings)
-    model = build_model(settings)
     domain = load_domain(settings.data_dir, settings.domain)
     print(domain.summary())
     users = split_users(domain, settings.val_users, settings.seed, settings.max_train_users, settings.max_eval_users)
@@ -132,18 +132,27 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         raise DataError(f"Domain {settings.domain} has no usable test user to evaluate on.")
     print(f"[data] users: {len(users['train'])} train, {len(users['validation'])} validation, "
           f"{len(users['test'])} test")
+    collator = collator_for(settings.backbone, settings.max_length, domain.titles.values())
+    model = build_model(settings)
+    # Only now that the inputs are known to be usable does the output dir record this run.
+    resume_from = prepare_output_dir(settings)
     validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
                                                     validation_path))
-    collator = collator_for(settings.backbone, settings.max_length)
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
-    trainer = make_trainer(model, args, TrainSamples(domain, users["train"], settings.train_negatives, settings.seed),
-                           validation, collator, settings.patience, callbacks)
-    if resume_from:
-        print(f"[train] resuming from {resume_from}")
-    trainer.train(resume_from_checkpoint=resume_from)
+    samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed)
+    trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
+                           [TrainSamplesEpoch(samples), *callbacks])
+    ended = training_ended_at(resume_from) if resume_from else None
+    if ended:
+        print(f"[train] training had ended at {resume_from}; loading its best checkpoint")
+        finish_from(trainer, ended)
+    else:
+        if resume_from:
+            print(f"[train] resuming from {resume_from}")
+        trainer.train(resume_from_checkpoint=resume_from)
     digests = check_ranks_agree(model)
     if not trainer.args.should_save:
         return {}
@@ -167,6 +176,7 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     model, backbone = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
     print(domain.summary())
+    collator = collator_for(backbone, max_length, domain.titles.values())
     users = split_users(domain, val_users, seed, max_test_users=max_eval_users)
     chosen = users[split][:max_eval_users]
     if not chosen:
@@ -175,7 +185,7 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     output_dir.mkdir(exist_ok=True)
     path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path))
-    metrics = score(model, collator_for(backbone, max_length), samples, batch_size)
+    metrics = score(model, collator, samples, batch_size)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)

@@ -82,6 +82,7 @@ def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval
         save_steps=save_steps,
         save_total_limit=2,
         load_best_model_at_end=True,
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience counter resumes with the run
         metric_for_best_model="mrr",
         greater_is_better=True,
         logging_steps=max(1, save_steps or 10),
