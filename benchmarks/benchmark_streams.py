@@ -134,11 +134,11 @@ def measure_setting(runners: dict[str, Runner], batch: Batch, args, autocast) ->
 
 @contextlib.contextmanager
 def _checkpointing(model):
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     try:
         yield
     finally:
-        model.gradient_checkpointing_disable()
+        model.activation_checkpointing_disable()
 
 
 def weight_budget(runners: dict[str, Runner], base_dir: str, dtype: torch.dtype) -> dict[str, int]:

@@ -113,7 +113,8 @@ def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None
 
     ranks = {pair["lora_A"].shape[0] for pair in pairs.values()}
     if ranks != {peft_config["r"]}:
-        raise ValueError(f"Adapter {name!r} declares r={peft_config['r']} but its weights have ranks {sorted(ranks)}.")
+        raise ValueError(f"Adapter {name!r}: {config_file} declares r={peft_config['r']} but its weights have ranks "
+                         f"{sorted(ranks)}; restore the config the adapter was saved with.")
     spec = AdapterSpec(
         name=name,
         r=int(peft_config["r"]),

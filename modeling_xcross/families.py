@@ -68,7 +68,7 @@ def _llama_block_kwargs(base, hidden_states, attention_mask):
         config=base.config,
         inputs_embeds=hidden_states,
         attention_mask=attention_mask,
-        past_key_values=None,
+        cache=None,
         position_ids=position_ids,
     )
     return {

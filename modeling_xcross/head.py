@@ -6,6 +6,30 @@ import torch
 from torch import nn
 
 
+def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+    """Refuse what a recommender would otherwise reshape or index silently wrong, or fail on without saying why."""
+    if input_ids.dim() not in (2, 3):
+        raise ValueError(f"input_ids must be (batch, num_candidates, seq_len) or (batch, seq_len), got shape "
+                         f"{tuple(input_ids.shape)}.")
+    if input_ids.numel() == 0:
+        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): a batch needs at least one prompt of "
+                         "at least one token.")
+    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, but input_ids {tuple(input_ids.shape)}: "
+                             "they must have the same shape.")
+    if labels is None:
+        return
+    if input_ids.dim() != 3:
+        raise ValueError("labels index the true candidate, so input_ids must be (batch, num_candidates, seq_len).")
+    batch, num_candidates = input_ids.shape[:2]
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape (batch,) = ({batch},), got {tuple(labels.shape)}.")
+    if labels.min() < 0 or labels.max() >= num_candidates:
+        raise ValueError(f"labels must be candidate indices from 0 to {num_candidates - 1}, got {labels.tolist()}.")
+
+
 def pooled_positions(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Index of the token each sequence is represented by: the first (`"cls"`) or the last non-padding (`"last"`,
     correct for both left and right padding)."""

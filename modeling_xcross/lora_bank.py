@@ -163,3 +163,18 @@ def load_adapter_into_bank(banks: dict[str, LoraBankLinear], index: int, adapter
     if uncovered:
         raise ValueError(f"Adapter {name!r} has no weights for {uncovered[:4]} although its target_modules select them; "
                          "its adapter_model.safetensors does not match its adapter_config.json.")
+
+
+def check_stored_ranks(banks: dict[str, LoraBankLinear], names: Sequence[str], source: str) -> None:
+    """Refuse loaded bank weights whose ranks are not the declared ones: an `r` edited in config.json changes the
+    scaling alpha / r and which rows count, so the model would load and silently give other logits. The stored
+    rank of an adapter is its last non-zero lora_A row (the rows past its rank are zero padding)."""
+    for index, name in enumerate(names):
+        declared = next(iter(banks.values())).ranks[index]
+        stored = 0
+        for bank in banks.values():
+            rows = bank.lora_A[index].abs().sum(dim=1).nonzero()
+            stored = max(stored, int(rows.max()) + 1 if len(rows) else 0)
+        if stored != declared:
+            raise ValueError(f"{source}: adapter {name!r} is declared with r={declared} in config.json, but its stored "
+                             f"LoRA weights have rank {stored}. Was `r` edited? Restore it (r={stored}).")

@@ -22,10 +22,11 @@ from configuration_xcross import XCrossConfig
 from .adapters import LoraAdapter, load_lora_adapter
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, read_safetensors, weight_group
 from .families import bare_base_model, family_for
-from .head import RecommendationHead, pooled_positions
+from .head import RecommendationHead, check_inputs, pooled_positions
 from .hub import push_xcross
 from .layer import XCrossLayer
-from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, matches_target
+from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
+                        matches_target)
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -263,12 +264,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             output_hidden_states: Return every stream's refined hidden states.
             output_fusion_weights: Return the fusion head output z of every integrated block.
         """
-        if input_ids.dim() not in (2, 3):
-            raise ValueError(f"input_ids must be (batch, num_candidates, seq_len) or (batch, seq_len), got shape "
-                             f"{tuple(input_ids.shape)}.")
+        check_inputs(input_ids, attention_mask, token_type_ids, labels)
         candidates_shape = input_ids.shape[:-1]
-        if labels is not None and input_ids.dim() != 3:
-            raise ValueError("labels index the true candidate, so input_ids must be (batch, num_candidates, seq_len).")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         input_ids = input_ids.reshape(-1, input_ids.shape[-1])
@@ -444,3 +441,5 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             raise ValueError(f"{source}: {key} has shape {tuple(state_dict[key].shape)}, the model expects "
                              f"{tuple(own[key].shape)}.")
         self.load_state_dict(state_dict, strict=False)
+        if any(weight_group(key) is WeightGroup.ADAPTERS for key in state_dict):
+            check_stored_ranks(self._lora_banks, self.adapter_names, source)

@@ -89,7 +89,7 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_pat
 def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone, capsys):
     code = main(["train-adapter", "--data-dir", str(data_dir), "--domain", "Sports", "--output-dir",
                  str(adapters / "toys"), "--backbone", str(tiny_backbone), *SMALL])
-    assert code == 2
+    assert code == 1
     assert "holds another run" in capsys.readouterr().err
 
 
@@ -114,15 +114,15 @@ def test_source_adapter_of_another_backbone_is_refused(adapters, data_dir, tmp_p
     other = make_tokenizer(make_base(tmp_path / "other-base", "bert", seed=9))
     code = main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(adapters / "toys"),
                  "--output-dir", str(tmp_path / "x"), "--backbone", str(other), *SMALL])
-    assert code == 2
+    assert code == 1
     assert "--backbone" in capsys.readouterr().err
 
 
 def test_missing_domain_and_model_dir_errors(data_dir, tmp_path, tiny_backbone, capsys):
     assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", "Garden", "--output-dir",
-                 str(tmp_path / "g"), "--backbone", str(tiny_backbone)]) == 2
+                 str(tmp_path / "g"), "--backbone", str(tiny_backbone)]) == 1
     assert "Garden" in capsys.readouterr().err
-    assert main(["evaluate", "--model-dir", str(tmp_path), "--data-dir", str(data_dir), "--domain", "Tools"]) == 2
+    assert main(["evaluate", "--model-dir", str(tmp_path), "--data-dir", str(data_dir), "--domain", "Tools"]) == 1
     assert "--model-dir" in capsys.readouterr().err
 
 

@@ -1,6 +1,8 @@
-"""What trains and what stays frozen; gradient checkpointing and bf16."""
+"""What trains and what stays frozen; activation checkpointing and bf16."""
 
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -40,7 +42,9 @@ def test_gradients_reach_only_the_integrator(tiny):
     assert model.domain_weights.grad.abs().sum() > 0
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny):
+@pytest.mark.parametrize("enable", ["activation_checkpointing_enable", "gradient_checkpointing_enable"])
+def test_activation_checkpointing_gives_the_same_gradients(tiny, enable):
+    """Both transformers entry points work; the current one warns of no deprecation."""
     input_ids, attention_mask = random_inputs(2, 3, 6, pad_from=4)
     labels = torch.tensor([1, 2])
     gradients = []
@@ -49,8 +53,10 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny):
         model = build(tiny).train()
         randomize_integrator(model)
         if checkpointing:
-            model.gradient_checkpointing_enable()
-            assert model.is_gradient_checkpointing
+            with warnings.catch_warnings():
+                warnings.simplefilter("error" if enable == "activation_checkpointing_enable" else "ignore")
+                getattr(model, enable)()
+            assert model.is_activation_checkpointing
         calls = []
         next(iter(model.lora_banks.values())).register_forward_hook(lambda *args: calls.append(1))
         model(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()

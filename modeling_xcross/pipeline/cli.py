@@ -21,13 +21,29 @@ from .data import DEFAULT_DATA_DIR, DataError
 from .models import ModelDirError
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 
-USER_ERRORS = (DataError, ModelDirError, OutputDirError, FileNotFoundError)
+# What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
+# exceptions are bugs and keep their traceback. DataError, ModelDirError and OutputDirError are ValueErrors.
+USER_ERRORS = (ValueError, OSError)
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**32 - 1, got {text}")
+    return value
+
+
+def _max_steps(text: str) -> int:
+    value = int(text)
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, or -1 to train --epochs epochs; got {text}")
     return value
 
 
@@ -38,7 +54,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                         help="folder holding one folder per domain (meta_data.json, smap.json, train.json, "
                              "test.json); default: %(default)s")
@@ -50,7 +74,7 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="users per evaluation batch (each has 30 candidates); default: %(default)s")
     parser.add_argument("--max-length", type=_positive_int, default=128,
                         help="tokens per prompt; the oldest history is truncated first; default: %(default)s")
-    parser.add_argument("--seed", type=int, default=42,
+    parser.add_argument("--seed", type=_seed, default=42,
                         help="seed of the user split, candidate lists, initialisation and data order; "
                              "default: %(default)s")
     if evaluating:
@@ -62,14 +86,16 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="frozen base model (Hub id or local path); default: %(default)s")
     parser.add_argument("--max-train-users", type=_positive_int, default=None,
                         help="train users used for training (after the validation users); default: all")
-    parser.add_argument("--epochs", type=float, default=1.0, help="training epochs; default: %(default)s")
-    parser.add_argument("--max-steps", type=int, default=-1,
+    parser.add_argument("--epochs", type=_positive_float, default=1.0,
+                        help="training epochs (may be fractional); default: %(default)s")
+    parser.add_argument("--max-steps", type=_max_steps, default=-1,
                         help="stop after this many optimizer steps (overrides --epochs when > 0); default: %(default)s")
     parser.add_argument("--batch-size", type=_positive_int, default=8,
                         help="users per training batch per process; default: %(default)s")
     parser.add_argument("--train-negatives", type=_positive_int, default=7,
                         help="negatives per training user, resampled each epoch; default: %(default)s")
-    parser.add_argument("--learning-rate", type=float, default=5e-4, help="AdamW learning rate; default: %(default)s")
+    parser.add_argument("--learning-rate", type=_positive_float, default=5e-4,
+                        help="AdamW learning rate; default: %(default)s")
     parser.add_argument("--patience", type=_positive_int, default=2,
                         help="evaluations without a better validation MRR before stopping early; default: %(default)s")
     parser.add_argument("--save-steps", type=_positive_int, default=None,
@@ -137,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0))
         train(settings)
     except USER_ERRORS as error:
+        if args.debug:
+            raise
         print(f"xcross {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

@@ -55,6 +55,11 @@ def _read_json(path: Path, expected: type):
     return content
 
 
+def _is_item_id(value) -> bool:
+    """An integer, but not a JSON boolean (which Python reads as 0 or 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def clean_title(raw) -> str | None:
     """The title with HTML entities decoded and whitespace collapsed; None when unusable (not a string, empty)."""
     if not isinstance(raw, str):
@@ -70,7 +75,10 @@ def _clean_histories(raw: dict, path: Path, titles: dict[int, str], report: Coun
             raise DataError(f"{path}: user {user!r} has {type(items).__name__} instead of a list of item ids.")
         kept = []
         for item in items:
-            if isinstance(item, int) and item in titles:
+            if not _is_item_id(item):
+                raise DataError(f"{path}: user {user!r} has {json.dumps(item)} in its history, not an integer item "
+                                "id; restore the file from the data release.")
+            if item in titles:
                 kept.append(item)
             else:
                 report[f"{split}_dropped_unknown_or_untitled_items"] += 1
@@ -91,9 +99,14 @@ def load_domain(data_dir: str | Path, domain: str) -> DomainData:
     smap = _read_json(folder / "smap.json", dict)
     report: Counter = Counter()
     titles: dict[int, str] = {}
+    asin_of: dict[int, str] = {}
     for asin, item_id in smap.items():
-        if not isinstance(item_id, int):
+        if not _is_item_id(item_id):
             raise DataError(f"{folder / 'smap.json'}: {asin!r} maps to {item_id!r}, not an integer item id.")
+        if item_id in asin_of:
+            raise DataError(f"{folder / 'smap.json'}: {asin_of[item_id]!r} and {asin!r} both map to item id "
+                            f"{item_id}; every item needs its own id. Restore the file from the data release.")
+        asin_of[item_id] = asin
         if asin not in meta:
             report["items_without_metadata"] += 1
             continue

@@ -20,7 +20,7 @@ from torch import nn
 from ..adapters import PEFT_PREFIX, load_lora_adapter
 from ..checkpoint import atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
-from ..head import RecommendationHead, pooled_positions
+from ..head import RecommendationHead, check_inputs, pooled_positions
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
 from ..packaged_models import canonical_model_name
 
@@ -81,6 +81,7 @@ class LoraRecommender(nn.Module):
         return model.eval()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        check_inputs(input_ids, attention_mask, token_type_ids, labels)
         candidates_shape = input_ids.shape[:-1]
         flat = input_ids.reshape(-1, input_ids.shape[-1])
         mask = torch.ones_like(flat) if attention_mask is None else attention_mask.reshape(flat.shape)
