@@ -41,17 +41,28 @@ def weight_group(key: str) -> WeightGroup:
     return WeightGroup.BASE
 
 
+def _new_file(directory: Path, name: str) -> Path:
+    """A new, empty, uniquely named file with the permissions `open(path, "w")` gives: 0o666 less the umask."""
+    path = directory / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    return path
+
+
+def _plain_write_mode(target: Path, new_file: Path) -> int:
+    """The permissions a plain write of `target` leaves: those of the file it replaces, else a new file's."""
+    return stat.S_IMODE((target if target.exists() else new_file).stat().st_mode)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write `path` through a temporary file in the same directory and rename it into place, so a crash never
-    leaves a half-written file behind. The file gets the permissions a plain write would give it: those of the file
-    it replaces, else the umask's."""
+    leaves a half-written file behind. The file gets the permissions a plain write would give it (safetensors
+    replaces the file it writes with one of mode 0o600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0o666 less the umask
+    temporary = _new_file(path.parent, path.name)
     try:
-        if path.exists():
-            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
+        mode = _plain_write_mode(path, temporary)
         write(temporary)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -60,17 +71,18 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def atomic_save_dir(directory: Path, save: Callable[[Path], None]) -> None:
     """Run `save` (a library's `save_pretrained`, which writes its files in place) into a temporary directory inside
-    `directory`, then rename each file it wrote into place: a crash leaves every file whole, the old or the new one."""
+    `directory`, then rename each file it wrote into place, with the permissions a plain write would give: a crash
+    leaves every file whole, the old or the new one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
     try:
-        save(temporary)
-        for written in sorted(path for path in temporary.rglob("*") if path.is_file()):
-            target = directory / written.relative_to(temporary)
+        new_file = _new_file(temporary, "mode")
+        save(temporary / "files")
+        for written in sorted(path for path in (temporary / "files").rglob("*") if path.is_file()):
+            target = directory / written.relative_to(temporary / "files")
             target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                os.chmod(written, stat.S_IMODE(target.stat().st_mode))
+            os.chmod(written, _plain_write_mode(target, new_file))
             os.replace(written, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)

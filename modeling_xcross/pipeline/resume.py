@@ -56,21 +56,33 @@ def training_ended_at(checkpoint: str) -> TrainerState | None:
     return state if control.get("should_training_stop") else None
 
 
+def _best_checkpoint_here(state: TrainerState, output_dir: str) -> None:
+    """Point the recorded best checkpoint into `output_dir`: the recorded path is the one the run was started with,
+    which is gone once the dir is moved, and another path (relative, absolute) for the same dir."""
+    if state.best_global_step:
+        state.best_model_checkpoint = str(Path(output_dir) / f"checkpoint-{state.best_global_step}")
+
+
 def finish_from(trainer: Trainer, state: TrainerState) -> None:
     """End a run whose training had ended: the recorded state and the best checkpoint's weights, as `train` would
     have left them."""
+    _best_checkpoint_here(state, trainer.args.output_dir)
     trainer.state = state
     if trainer.args.load_best_model_at_end and state.best_model_checkpoint:
         trainer._load_from_checkpoint(state.best_model_checkpoint)
 
 
-class TrainSamplesEpoch(TrainerCallback):
-    """Tells the training samples which epoch begins, so every epoch draws its own negatives. The Trainer's
-    `set_epoch` on the dataloader does not reach the dataset when a resumed epoch skips its first batches
-    (accelerate's `skip_first_batches`) nor under a sharded sampler."""
+class ExactResume(TrainerCallback):
+    """What a resumed run needs besides the Trainer's own state: the best checkpoint found in this output dir, and
+    the training samples told which epoch begins, so every epoch draws its own negatives (the Trainer's `set_epoch`
+    on the dataloader does not reach the dataset when a resumed epoch skips its first batches, accelerate's
+    `skip_first_batches`, nor under a sharded sampler)."""
 
     def __init__(self, samples):
         self.samples = samples
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        _best_checkpoint_here(state, args.output_dir)
 
     def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
         # One optimizer step per batch (no gradient accumulation), as in `training_arguments`.

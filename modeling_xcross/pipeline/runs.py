@@ -18,7 +18,7 @@ from .data import DataError, load_domain, split_users
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
 from .models import build_head_recommender, build_xcross, collator_for, load_trained_model
-from .resume import TrainSamplesEpoch, finish_from, last_complete_checkpoint, training_ended_at
+from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
@@ -144,7 +144,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
     samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed)
     trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
-                           [TrainSamplesEpoch(samples), *callbacks])
+                           [ExactResume(samples), *callbacks])
     ended = training_ended_at(resume_from) if resume_from else None
     if ended:
         print(f"[train] training had ended at {resume_from}; loading its best checkpoint")
