@@ -28,22 +28,27 @@ OPTIONS = ["--max-train-users", "20", "--val-users", "4", "--max-eval-users", "6
 
 
 @pytest.fixture(scope="module")
-def command(tmp_path_factory):
+def start_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fault-injection")
     backbone = make_tokenizer(make_base(root / "bert", "bert"))
     data = make_domain(root / "data", "Toys")
 
-    def run(output_dir: Path, fault: str | None = None) -> subprocess.CompletedProcess:
+    def start(output_dir: Path, fault: str | None = None) -> subprocess.Popen:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(FAULTS)])}
         env.pop("XCROSS_FAULT", None)
         if fault:
             env["XCROSS_FAULT"] = fault
-        return subprocess.run([sys.executable, "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir",
-                               str(data), "--domain", "Toys", "--output-dir", str(output_dir), "--backbone",
-                               str(backbone), *OPTIONS], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return subprocess.Popen([sys.executable, "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir",
+                                 str(data), "--domain", "Toys", "--output-dir", str(output_dir), "--backbone",
+                                 str(backbone), *OPTIONS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
 
-    return run
+    return start
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _outcome(output_dir: Path) -> dict:
@@ -63,9 +68,9 @@ def _outcome(output_dir: Path) -> dict:
     }
 
 
-def test_runs_killed_anywhere_resume_to_the_uninterrupted_result(command, tmp_path):
-    reference = command(tmp_path / "uninterrupted")
-    assert reference.returncode == 0, reference.stderr[-2000:]
+def test_runs_killed_anywhere_resume_to_the_uninterrupted_result(start_run, tmp_path, request):
+    reference = start_run(tmp_path / "uninterrupted")  # runs alongside the killed ones
+    request.addfinalizer(reference.kill)
 
     killed = tmp_path / "killed"
     # Each rerun resumes from what the kill before it left and is killed again further on.
@@ -77,12 +82,14 @@ def test_runs_killed_anywhere_resume_to_the_uninterrupted_result(command, tmp_pa
     ]
     outputs = {}
     for fault, where in steps:
-        result = command(killed, fault)
+        result = _finish(start_run(killed, fault))
         assert result.returncode == -9, f"{fault} ({where}) did not kill the run: {result.stderr[-2000:]}"
         outputs[fault] = result.stdout
     assert "checkpoint-6 is incomplete" in outputs["step:8"] and "resuming from" in outputs["step:8"]
     # Killed inside PEFT's write, which goes to a temporary dir: no empty adapter_config.json in the output dir.
     assert not (killed / "adapter_config.json").exists()
-    final = command(killed)
+    final = _finish(start_run(killed))
     assert final.returncode == 0, final.stderr[-2000:]
+    reference = _finish(reference)
+    assert reference.returncode == 0, reference.stderr[-2000:]
     assert _outcome(killed) == _outcome(tmp_path / "uninterrupted")
