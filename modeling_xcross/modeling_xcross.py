@@ -30,7 +30,8 @@ from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
 from .remote_code import AUTO_MAP, remote_code_files
 
-logger = logging.get_logger(__name__)
+# Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
+logger = logging.get_logger(f"transformers.{__name__}")
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
@@ -102,8 +103,10 @@ class IntegratorSize:
 def load_base_model(name_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None,
                     **hub_kwargs) -> PreTrainedModel:
     """The bare transformer of a base checkpoint; packaged backbones resolve to their local copy."""
+    # AutoModel looks for a PEFT adapter_config.json with `adapter_kwargs` only: give it the cache settings too.
+    adapter_kwargs = {key: hub_kwargs[key] for key in ("cache_dir", "local_files_only") if key in hub_kwargs}
     model = AutoModel.from_pretrained(resolve_model_path(name_or_path), revision=revision,
-                                      dtype=dtype or torch.float32, **hub_kwargs)
+                                      dtype=dtype or torch.float32, adapter_kwargs=adapter_kwargs, **hub_kwargs)
     return bare_base_model(model)
 
 
@@ -508,6 +511,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         state_dict = read_safetensors(weights_file)
         groups = {weight_group(key) for key in state_dict}
         download_kwargs = {key: value for key, value in hub_kwargs.items() if key in DOWNLOAD_KWARGS}
+        # AutoModel hands attn_implementation to the config, which passes it on to base_config.
+        attn_implementation = attn_implementation or config._attn_implementation
         backbone_kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         if WeightGroup.BASE in groups:
             backbone = AutoModel.from_config(config.base_config, dtype=dtype, **backbone_kwargs)
