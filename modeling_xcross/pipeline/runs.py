@@ -110,7 +110,8 @@ def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
     if settings.command == "train":
-        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma)
+        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
+                            max_length=settings.max_length)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
