@@ -51,10 +51,12 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a damaged one into an error that says what to do."""
+def read_safetensors(path: str | os.PathLike, load: Callable[[str | os.PathLike], dict] = load_file
+                     ) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (with `load`, safetensors' `load_file` by default), turning a damaged one into an
+    error that says what to do."""
     try:
-        return load_file(path)
+        return load(path)
     except SafetensorError as error:
         raise OSError(f"{path} is not a valid safetensors file ({error}): it is truncated or corrupted. Download it "
                       "again (from_pretrained(..., force_download=True)) or save / push it again.") from error

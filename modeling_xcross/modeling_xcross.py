@@ -26,7 +26,7 @@ from .families import bare_base_model, family_for
 from .head import RecommendationHead, pooled_positions
 from .hub import push_xcross
 from .layer import XCrossLayer
-from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, matches_target
+from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, targeted_linears
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
 from .remote_code import AUTO_MAP, remote_code_files
 
@@ -161,14 +161,14 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         if backbone is None:
             backbone = AutoModel.from_config(config.base_config)
         backbone = bare_base_model(backbone)
-        if getattr(backbone, "pooler", None) is not None:
-            backbone.pooler = None
         self.family = family_for(backbone.config.model_type)
         self.pooling = config.pooling or self.family.default_pooling
         self._check_base_matches_config(backbone)
 
         specs = config.adapter_specs
         self._lora_banks = install_lora_bank(backbone, self.family.layers_path, specs)
+        if getattr(backbone, "pooler", None) is not None:  # after the bank, which refuses adapters on it
+            backbone.pooler = None
         layers = self.family.layers(backbone)
         fused = set(config.fused_layers)
         for index, block in enumerate(layers):
@@ -377,10 +377,11 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
     def integrator_size(self, lora_rank: int = 8, lora_target_modules: list[str] | str | None = None) -> IntegratorSize:
         """Count the integrator against one LoRA adapter of rank `lora_rank` on `lora_target_modules` (the family's
         query/value projections by default) over this base's blocks."""
-        targets = list(lora_target_modules or self.family.default_target_modules)
+        targets = lora_target_modules or list(self.family.default_target_modules)
         lora_parameters = 0
-        for name, module in self.layers.named_modules():
-            if isinstance(module, nn.Linear) and ".fusion_head" not in f".{name}" and matches_target(targets, name):
+        for name in targeted_linears(self.layers, targets):
+            if ".fusion_head" not in f".{name}":
+                module = self.layers.get_submodule(name)
                 lora_parameters += lora_rank * (module.in_features + module.out_features)
         if lora_parameters == 0:
             raise ValueError(f"lora_target_modules {targets!r} match no linear layer in the blocks of this base.")

@@ -15,6 +15,7 @@ import torch
 from huggingface_hub import HfApi
 from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments
 from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as transformers_logging
 
 from conftest import WORDS, make_adapter, make_base, make_tokenizer, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
@@ -136,6 +137,14 @@ def test_saved_config_carries_the_prompt_and_a_local_base_warns(sources, tmp_pat
     with CaptureLogger(xcross_logger) as captured:
         model.save_pretrained(tmp_path / "full", include_base=True)
     assert "by local path" not in captured.out
+    transformers_logging.set_verbosity_error()  # transformers' verbosity reaches X-Cross's logger
+    try:
+        with CaptureLogger(xcross_logger) as captured:
+            model.config.base_model_name_or_path = str(sources["toys"])  # another local path: a new warning
+            model.save_pretrained(tmp_path / "quiet")
+    finally:
+        transformers_logging.set_verbosity_warning()
+    assert captured.out == ""
 
 
 def test_prompt_defaults_match_the_pipeline_prompt_format():
