@@ -4,6 +4,7 @@ without this package, scoring histories and candidates given as text to the logi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -35,39 +36,33 @@ for name in ("modeling_xcross", "configuration_xcross"):
     assert importlib.util.find_spec(name) is None, f"{name} is importable in the isolated process"
 """
 
-# Text to inputs from what the artifact holds: its tokenizer and the prompt settings of its config.
-LOAD_AND_SCORE = """
-import json, torch
-from transformers import AutoModel, AutoTokenizer
-histories, candidates, sources = json.loads(sys.argv[1])
-results = {}
-for source in sources:
-    model = AutoModel.from_pretrained(source, trust_remote_code=True)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)  # transformers 5 reads the config first
+def logits_from_text(model, tokenizer, histories=HISTORIES, candidates=CANDIDATES):
+    """Scores of every (history, candidate) given as text, from what an artifact holds: its tokenizer and the prompt
+    settings of its config (the subprocess runs this very source)."""
+    import torch
+
     tokenizer.truncation_side = "left"
     separator = model.config.prompt["separator"]
     first = [separator.join(history) for history, items in zip(histories, candidates) for _ in items]
     second = [item for items in candidates for item in items]
     batch = tokenizer(first, second, truncation="only_first", max_length=model.config.max_length, padding=True,
                       return_tensors="pt")
-    shape = (len(histories), len(candidates[0]), -1)
     with torch.no_grad():
-        logits = model(**{key: value.view(shape) for key, value in batch.items()}).logits
+        return model(**{key: value.view(len(histories), len(candidates[0]), -1) for key, value in batch.items()}).logits
+
+
+LOAD_AND_SCORE = inspect.getsource(logits_from_text).replace("=HISTORIES", "").replace("=CANDIDATES", "") + """
+import json
+from transformers import AutoModel, AutoTokenizer
+histories, candidates, sources = json.loads(sys.argv[1])
+results = {}
+for source in sources:
+    model = AutoModel.from_pretrained(source, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)  # transformers 5 reads the config first
+    logits = logits_from_text(model, tokenizer, histories, candidates)
     results[str(source)] = {"module": type(model).__module__, "logits": logits.tolist()}
 print(json.dumps(results))
 """
-
-
-def logits_from_text(model, tokenizer) -> torch.Tensor:
-    """The same prompts, built in this process with the installed package's model."""
-    tokenizer.truncation_side = "left"
-    separator = model.config.prompt["separator"]
-    first = [separator.join(history) for history, items in zip(HISTORIES, CANDIDATES) for _ in items]
-    second = [item for items in CANDIDATES for item in items]
-    batch = tokenizer(first, second, truncation="only_first", max_length=model.config.max_length, padding=True,
-                      return_tensors="pt")
-    with torch.no_grad():
-        return model(**{key: value.view(len(HISTORIES), len(CANDIDATES[0]), -1) for key, value in batch.items()}).logits
 
 
 def load_without_the_package(sources: list[str], tmp_path: Path) -> dict:
