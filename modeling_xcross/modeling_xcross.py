@@ -417,6 +417,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         tensors = {key: tensor.detach().contiguous() for key, tensor in state_dict.items() if key not in skipped
                    and (include_adapters or weight_group(key) is not WeightGroup.ADAPTERS)}
         directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
         self.config.architectures = [type(self).__name__]
         if self._auto_class is not None:
             self._save_remote_code(directory)

@@ -61,6 +61,12 @@ for source in sources:
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)  # transformers 5 reads the config first
     logits = logits_from_text(model, tokenizer, histories, candidates)
     results[str(source)] = {"module": type(model).__module__, "logits": logits.tolist()}
+# A model loaded from remote code saves again (its own flat files) into a directory that loads the same way.
+model.save_pretrained("resaved")
+model = AutoModel.from_pretrained("resaved", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("resaved", trust_remote_code=True)
+results["resaved"] = {"module": type(model).__module__,
+                      "logits": logits_from_text(model, tokenizer, histories, candidates).tolist()}
 print(json.dumps(results))
 """
 
@@ -109,7 +115,7 @@ def test_every_way_of_saving_loads_without_the_package(model, sources, tmp_path)
     artifacts = [str(tmp_path / "saved"), str(tmp_path / "trainer-saved"), "org/xcross-trainer", "org/xcross-pushed"]
 
     results = load_without_the_package(artifacts, tmp_path)
-    for artifact in artifacts:
+    for artifact in [*artifacts, "resaved"]:
         assert results[artifact]["module"].startswith("transformers_modules."), artifact
         torch.testing.assert_close(torch.tensor(results[artifact]["logits"]), expected, msg=artifact)
     for repo in artifacts[2:]:
