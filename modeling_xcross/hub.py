@@ -81,9 +81,10 @@ separator, and the oldest history tokens are cut first beyond `max_length` = {co
 ## How to load
 
 ```python
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
-model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo (needs peft)
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
 # or, with the xcross package installed: `import modeling_xcross` first, and no trust_remote_code
 ```
 """

@@ -181,3 +181,12 @@ def test_plain_trainer_resumes_and_loads_the_best_model_quietly(command, adapter
         metrics = train(settings)
     assert "missing keys" not in captured.out and "unexpected keys" not in captured.out
     assert metrics["best_validation_mrr"] is not None
+
+
+def test_checkpoint_of_an_earlier_version_is_a_clear_error(data_dir, tiny_backbone, tmp_path, capsys):
+    settings = _settings(data_dir, tiny_backbone, tmp_path / "old")
+    prepare_output_dir(settings)
+    (tmp_path / "old" / "checkpoint-3").mkdir()
+    (tmp_path / "old" / "checkpoint-3" / "trainable.safetensors").write_bytes(b"")
+    with pytest.raises(OutputDirError, match="earlier xcross version.*delete the checkpoint-"):
+        train(settings)

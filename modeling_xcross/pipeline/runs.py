@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..checkpoint import atomic_write
+from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
@@ -143,6 +143,9 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     trainer = make_trainer(model, args, TrainSamples(domain, users["train"], settings.train_negatives, settings.seed),
                            validation, collator, settings.patience, callbacks)
     if resume_from:
+        if not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
+            raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
+                                 f"delete the checkpoint-* directories in {output_dir} to restart the run.")
         print(f"[train] resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)
     digests = check_ranks_agree(model)
