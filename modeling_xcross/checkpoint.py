@@ -4,6 +4,7 @@ A checkpoint directory holds `config.json` and `model.safetensors`. The weights 
 integrator (fusion heads, domain weights, scoring head) and, by default, the frozen adapter bank (the LoRA A/B of
 every source adapter: small, and it frees the checkpoint from the adapter sources). It refers to the base model by
 `base_model_name_or_path` and `base_model_revision` instead of copying it, unless saved with `include_base=True`.
+`save_pretrained` also writes the flat remote-code files and the base's tokenizer beside them.
 """
 
 from __future__ import annotations
