@@ -454,13 +454,18 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         has none); what save_pretrained writes."""
         if self.tokenizer is None:
             name, revision = resolve_model_path(self.config.base_model_name_or_path), self.config.base_model_revision
-            # transformers 5 builds an empty tokenizer from a bare config, so the base must have tokenizer files.
-            if cached_file(name, TOKENIZER_CONFIG_NAME, revision=revision, _raise_exceptions_for_missing_entries=False):
+            # transformers 5 builds an empty tokenizer from a bare config, so the base must have tokenizer files. A
+            # save (a Trainer checkpoint too) never fails for want of a tokenizer: it warns.
+            try:
+                if not cached_file(name, TOKENIZER_CONFIG_NAME, revision=revision,
+                                   _raise_exceptions_for_missing_entries=False,
+                                   _raise_exceptions_for_connection_errors=False):
+                    raise OSError(f"no {TOKENIZER_CONFIG_NAME} found")
                 self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-            else:
-                logger.warning_once(f"No tokenizer saved: the base {self.config.base_model_name_or_path!r} has no "
-                                    f"{TOKENIZER_CONFIG_NAME}. Set model.tokenizer or pass save_pretrained(..., "
-                                    "tokenizer=...) so that AutoTokenizer loads the saved directory.")
+            except (OSError, ValueError, ImportError) as error:
+                logger.warning_once(f"No tokenizer saved: the base {self.config.base_model_name_or_path!r} gives none "
+                                    f"({error}). Set model.tokenizer or pass save_pretrained(..., tokenizer=...) so "
+                                    "that AutoTokenizer loads the saved directory.")
         return self.tokenizer
 
     def push_to_hub(self, repo_id: str, *, self_contained: bool = False, include_adapters: bool | None = None,

@@ -148,6 +148,23 @@ def test_saved_config_carries_the_prompt_and_a_local_base_warns(sources, tmp_pat
     assert captured.out == ""
 
 
+def test_tokenizer_given_is_saved_and_a_base_without_one_warns(sources, tmp_path):
+    model = XCrossForSequentialRecommendation.from_adapters(sources["base"], {"toys": sources["toys"]})
+    tokenizer = AutoTokenizer.from_pretrained(sources["base"], model_max_length=77)
+    model.save_pretrained(tmp_path / "given", tokenizer=tokenizer)
+    assert AutoTokenizer.from_pretrained(tmp_path / "given").model_max_length == 77
+    model.tokenizer = tokenizer
+    model.save_pretrained(tmp_path / "attached", include_base=True)
+    assert AutoTokenizer.from_pretrained(tmp_path / "attached").model_max_length == 77
+
+    bare = make_base(tmp_path / "bare-base", "bert")  # no tokenizer files
+    model = XCrossForSequentialRecommendation.from_adapters(bare, {"toys": sources["toys"]})
+    with CaptureLogger(xcross_logger) as captured:
+        model.save_pretrained(tmp_path / "no-tokenizer", include_base=True)
+    assert "No tokenizer saved" in captured.out and "tokenizer=" in captured.out
+    assert not (tmp_path / "no-tokenizer" / "tokenizer_config.json").exists()
+
+
 def test_prompt_defaults_match_the_pipeline_prompt_format():
     from dataclasses import asdict
 
