@@ -10,6 +10,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("cls", "last")
+# How a history and a candidate become text (modeling_xcross/pipeline/prompts.py reads the same keys): encoders get
+# the pair (history joined by `separator`, candidate); decoders `f"{decoder_prefix} {history}{decoder_suffix}{candidate}"`.
+DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,10 @@ class XCrossConfig(PreTrainedConfig):
         pooling (`str`, *optional*): `"cls"` (first token) or `"last"` (last non-padding token); the backbone
             family's default when unset (`cls` for encoders, `last` for decoders).
         initializer_range (`float`, defaults to 0.02): Standard deviation of the pooler and score head init.
+        prompt (`dict`, *optional*): The prompt format the model was trained with: `separator` (between history
+            titles), `decoder_prefix` and `decoder_suffix` (decoder prompts); `DEFAULT_PROMPT` when unset.
+        max_length (`int`, defaults to 128): Tokens per prompt the model was trained with; the oldest history tokens
+            are cut first.
     """
 
     model_type = "xcross"
@@ -107,6 +114,8 @@ class XCrossConfig(PreTrainedConfig):
     integrated_layers: list[int] | None = None
     pooling: str | None = None
     initializer_range: float = 0.02
+    prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
+    max_length: int = 128
 
     @property
     def adapter_specs(self) -> list[AdapterSpec]:
@@ -159,5 +168,11 @@ class XCrossConfig(PreTrainedConfig):
             if len(set(self.integrated_layers)) != len(self.integrated_layers):
                 raise ValueError(f"`integrated_layers` lists a block twice: {self.integrated_layers}.")
 
+    def validate_prompt(self):
+        if set(self.prompt) != set(DEFAULT_PROMPT) or not all(isinstance(v, str) for v in self.prompt.values()):
+            raise ValueError(f"`prompt` must map exactly {sorted(DEFAULT_PROMPT)} to strings, got {self.prompt!r}.")
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ValueError(f"`max_length` must be a positive integer (tokens per prompt), got {self.max_length!r}.")
 
-__all__ = ["AdapterSpec", "XCrossConfig"]
+
+__all__ = ["DEFAULT_PROMPT", "AdapterSpec", "XCrossConfig"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+from peft import LoraConfig, PeftConfig
+from peft.utils import load_peft_weights
 from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import AdapterSpec
@@ -19,7 +21,8 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
-# LoRA features the bank does not reproduce; an adapter using any of them is refused rather than run wrongly.
+# LoRA features the bank does not reproduce; an adapter using any of them is refused rather than run wrongly. The
+# allowed values are PEFT's defaults, and what older adapter_config.json files hold.
 _UNSUPPORTED_SETTINGS = {
     "use_dora": (False, None),
     "lora_bias": (False, None),
@@ -75,30 +78,34 @@ def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Pat
     return Path(config_file), Path(weights_file), commit
 
 
-def _check_supported(name: str, peft_config: dict) -> None:
-    if peft_config.get("peft_type") != "LORA":
-        raise ValueError(f"Adapter {name!r} is a {peft_config.get('peft_type')} adapter; X-Cross integrates LoRA "
+def _check_supported(name: str, peft_config: PeftConfig) -> None:
+    if not isinstance(peft_config, LoraConfig):
+        raise ValueError(f"Adapter {name!r} is a {peft_config.peft_type.value} adapter; X-Cross integrates LoRA "
                          "adapters only.")
     for key, allowed in _UNSUPPORTED_SETTINGS.items():
-        value = peft_config.get(key)
+        value = getattr(peft_config, key, None)
         if value not in allowed:
             raise ValueError(f"Adapter {name!r} sets {key}={value!r}, which the X-Cross adapter bank does not "
                              f"support; train the source adapter with the default {key}={allowed[0]!r}.")
 
 
 def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> LoraAdapter:
-    """Read a PEFT LoRA adapter from a directory or Hub repo id (safetensors only, never pickles).
+    """Read a PEFT LoRA adapter from a directory or Hub repo id (safetensors only, never pickles) with PEFT's own
+    readers (`PeftConfig.from_pretrained`, `load_peft_weights`).
 
     A Hub revision (branch, tag) is resolved to its commit, which the returned spec records, so a model built from
     it keeps pointing at the exact adapter weights.
     """
     source = str(source)
     config_file, weights_file, revision = _adapter_files(source, revision, **hub_kwargs)
-    peft_config = read_json(config_file)
+    read_json(config_file)  # a damaged file is named before PEFT parses it
+    peft_config = PeftConfig.from_pretrained(str(config_file.parent))
     _check_supported(name, peft_config)
+    # The folder holds the safetensors file (checked or downloaded above), which load_peft_weights prefers.
+    tensors = read_safetensors(weights_file, lambda path: load_peft_weights(str(Path(path).parent), device="cpu"))
 
     pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, tensor in read_safetensors(weights_file).items():
+    for key, tensor in tensors.items():
         key = key.removeprefix(PEFT_PREFIX)
         for part in ("lora_A", "lora_B"):
             marker = f".{part}."
@@ -112,17 +119,19 @@ def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None
         raise ValueError(f"Adapter {name!r} has lora_A without lora_B (or the reverse) for {incomplete}.")
 
     ranks = {pair["lora_A"].shape[0] for pair in pairs.values()}
-    if ranks != {peft_config["r"]}:
-        raise ValueError(f"Adapter {name!r}: {config_file} declares r={peft_config['r']} but its weights have ranks "
+    if ranks != {peft_config.r}:
+        raise ValueError(f"Adapter {name!r}: {config_file} declares r={peft_config.r} but its weights have ranks "
                          f"{sorted(ranks)}; restore the config the adapter was saved with.")
+    targets = peft_config.target_modules
     spec = AdapterSpec(
         name=name,
-        r=int(peft_config["r"]),
-        lora_alpha=peft_config["lora_alpha"],
-        target_modules=peft_config["target_modules"],
+        r=int(peft_config.r),
+        lora_alpha=peft_config.lora_alpha,
+        # PEFT holds a list as a set; sorted, so that configs do not depend on set order.
+        target_modules=targets if isinstance(targets, str) else sorted(targets),
         source=source,
         revision=revision,
-        use_rslora=bool(peft_config.get("use_rslora", False)),
+        use_rslora=bool(peft_config.use_rslora),
     )
     weights = {path: (pair["lora_A"], pair["lora_B"]) for path, pair in sorted(pairs.items())}
-    return LoraAdapter(spec=spec, weights=weights, base_model_name_or_path=peft_config.get("base_model_name_or_path"))
+    return LoraAdapter(spec=spec, weights=weights, base_model_name_or_path=peft_config.base_model_name_or_path)

@@ -4,6 +4,7 @@ A checkpoint directory holds `config.json` and `model.safetensors`. The weights 
 integrator (fusion heads, domain weights, scoring head) and, by default, the frozen adapter bank (the LoRA A/B of
 every source adapter: small, and it frees the checkpoint from the adapter sources). It refers to the base model by
 `base_model_name_or_path` and `base_model_revision` instead of copying it, unless saved with `include_base=True`.
+`save_pretrained` also writes the flat remote-code files and the base's tokenizer beside them.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ def read_json(path: str | os.PathLike) -> dict:
     return content
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, turning a damaged one into an error that says what to do."""
+def read_safetensors(path: str | os.PathLike, load: Callable[[str | os.PathLike], dict] = load_file
+                     ) -> dict[str, torch.Tensor]:
+    """Load a safetensors file (with `load`, safetensors' `load_file` by default), turning a damaged one into an
+    error that says what to do."""
     try:
-        return load_file(path)
+        return load(path)
     except SafetensorError as error:
         raise OSError(f"{path} is not a valid safetensors file ({error}): it is truncated or corrupted. Download it "
                       "again (from_pretrained(..., force_download=True)) or save / push it again.") from error

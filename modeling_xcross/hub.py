@@ -1,14 +1,14 @@
 """Publishing an X-Cross model to the Hub: what the repo holds, its model card, and the upload.
 
-The repo is an ordinary transformers repo: `config.json` with `auto_map` (so `trust_remote_code=True` works where
-the package is not installed), `model.safetensors`, the generated flat code files and `README.md`. The base and the
+The repo is an ordinary transformers repo: what `save_pretrained` writes (`config.json` with `auto_map`, so
+`trust_remote_code=True` works where the package is not installed, `model.safetensors`, the generated flat code files,
+the tokenizer) and `README.md`. The base and the
 adapters are referred to by repo id and commit when they came from the Hub, so the repo stays small and still loads
 the exact weights it was trained with.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from collections.abc import Mapping
@@ -16,9 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData
 
-from .checkpoint import CONFIG_NAME
 from .packaged_models import PACKAGED_MODELS
-from .remote_code import AUTO_MAP, remote_code_files
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -69,6 +67,13 @@ model, integrated layer by layer by a small trained integrator.
 beta = {config.beta}, gamma = {config.gamma}, integrated layers: {config.integrated_layers or "all"},
 pooling: {config.pooling or "the backbone's default"}.
 
+## Prompt format
+
+Encoder bases read the pair (history, candidate), decoder bases the text
+`{{decoder_prefix}} {{history}}{{decoder_suffix}}{{candidate}}`; history titles, oldest first, are joined by the
+separator, and the oldest history tokens are cut first beyond `max_length` = {config.max_length} tokens. Settings
+(`prompt` in config.json): `{config.prompt}`. The tokenizer is in this repo (`AutoTokenizer.from_pretrained`).
+
 ## Metrics
 
 {f"| metric | value |{chr(10)}| --- | --- |{chr(10)}{metric_rows}" if metric_rows else "Not evaluated."}
@@ -76,9 +81,10 @@ pooling: {config.pooling or "the backbone's default"}.
 ## How to load
 
 ```python
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
-model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo (needs peft)
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
 # or, with the xcross package installed: `import modeling_xcross` first, and no trust_remote_code
 ```
 """
@@ -101,10 +107,6 @@ def push_xcross(model, repo_id: str, *, self_contained: bool = False, include_ad
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)
         model.save_pretrained(directory, include_base=include_base, include_adapters=include_adapters)
-        config_file = directory / CONFIG_NAME
-        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "auto_map": AUTO_MAP}, indent=2))
-        for name, source in remote_code_files().items():
-            (directory / name).write_text(source)
         model_card(config, repo_id, base_included=include_base, adapters_included=include_adapters,
                    metrics=metrics).save(directory / "README.md")
         api.create_repo(repo_id, private=private, exist_ok=True)

@@ -8,11 +8,12 @@ the largest rank, which leaves their products unchanged.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig
+from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 
 from configuration_xcross import AdapterSpec
@@ -79,16 +80,12 @@ class LoraBankLinear(nn.Linear):
         return f"in_features={self.in_features}, out_features={self.out_features}, ranks={self.ranks}"
 
 
-def matches_target(target_modules: list[str] | str, module_name: str) -> bool:
-    """PEFT's rule: a regex string must match the whole name; a list entry must equal the name or its suffix."""
-    if isinstance(target_modules, str):
-        return re.fullmatch(target_modules, module_name) is not None
-    return any(module_name == target or module_name.endswith(f".{target}") for target in target_modules)
-
-
-def _targeted_linears(base: nn.Module, spec: AdapterSpec) -> set[str]:
-    return {name for name, module in base.named_modules()
-            if isinstance(module, nn.Linear) and matches_target(spec.target_modules, name)}
+def targeted_linears(model: nn.Module, target_modules: list[str] | str) -> set[str]:
+    """The names of the linears of `model` a LoRA with `target_modules` adapts, by PEFT's own rule
+    (`check_target_module_exists`: a regex string matches the whole name, a list entry the name or its suffix)."""
+    config = LoraConfig(target_modules=target_modules)
+    return {name for name, module in model.named_modules()
+            if isinstance(module, nn.Linear) and check_target_module_exists(config, name)}
 
 
 def install_lora_bank(base: nn.Module, layers_path: str, specs: Sequence[AdapterSpec]) -> dict[str, LoraBankLinear]:
@@ -97,7 +94,7 @@ def install_lora_bank(base: nn.Module, layers_path: str, specs: Sequence[Adapter
     All adapters must target the same linears, and those linears must sit inside the transformer blocks (the
     streams only exist there).
     """
-    targeted = {spec.name: _targeted_linears(base, spec) for spec in specs}
+    targeted = {spec.name: targeted_linears(base, spec.target_modules) for spec in specs}
     first = specs[0].name
     for spec in specs:
         if not targeted[spec.name]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput, cached_file
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import ModelOutput, cached_file, logging
 from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import XCrossConfig
@@ -26,16 +27,35 @@ from .head import RecommendationHead, check_inputs, pooled_positions
 from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
-                        matches_target)
+                        targeted_linears)
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
+from .remote_code import AUTO_MAP, remote_code_files
 
-logger = logging.getLogger(__name__)
+# Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
+logger = logging.get_logger(f"transformers.{__name__}")
 
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
 # The subset that also applies to the base model and the adapters a checkpoint refers to (each has its own revision).
 DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token")
-# Arguments the Auto classes pass along that mean nothing for a model loaded from safetensors on the CPU.
-_IGNORED_LOAD_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash")
+# Arguments the Auto classes pass along, and `low_cpu_mem_usage`, which transformers 5 accepts and ignores too.
+_IGNORED_LOAD_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash",
+                        "low_cpu_mem_usage")
+# Standard `from_pretrained` arguments that cannot apply to X-Cross, with the reason given to the caller.
+_UNSUPPORTED_LOAD_KWARGS = {
+    "quantization_config": "the frozen base is loaded by X-Cross itself, unquantized",
+    "gguf_file": "an X-Cross checkpoint is safetensors; convert a GGUF base first (python -m conversion.gguf_to_hf)",
+    "variant": "an X-Cross checkpoint has a single model.safetensors",
+    "tp_plan": "the n stacked adapter streams run on one device",
+    "tp_size": "the n stacked adapter streams run on one device",
+    "device_mesh": "the n stacked adapter streams run on one device",
+    "max_memory": "the whole model goes to one device (device_map='auto' picks it)",
+    "offload_folder": "the whole model goes to one device (device_map='auto' picks it)",
+    "offload_buffers": "the whole model goes to one device (device_map='auto' picks it)",
+    "key_mapping": "X-Cross checkpoint keys are fixed by the model",
+    "from_tf": "X-Cross checkpoints are safetensors only",
+    "from_flax": "X-Cross checkpoints are safetensors only",
+}
 
 AdapterSource = str | os.PathLike | tuple[str, str | None]
 
@@ -84,8 +104,10 @@ class IntegratorSize:
 def load_base_model(name_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None,
                     **hub_kwargs) -> PreTrainedModel:
     """The bare transformer of a base checkpoint; packaged backbones resolve to their local copy."""
+    # AutoModel looks for a PEFT adapter_config.json with `adapter_kwargs` only: give it the cache settings too.
+    adapter_kwargs = {key: hub_kwargs[key] for key in ("cache_dir", "local_files_only") if key in hub_kwargs}
     model = AutoModel.from_pretrained(resolve_model_path(name_or_path), revision=revision,
-                                      dtype=dtype or torch.float32, **hub_kwargs)
+                                      dtype=dtype or torch.float32, adapter_kwargs=adapter_kwargs, **hub_kwargs)
     return bare_base_model(model)
 
 
@@ -102,6 +124,12 @@ class XCrossPreTrainedModel(PreTrainedModel):
     config_class = XCrossConfig
     base_model_prefix = "backbone"
     supports_gradient_checkpointing = True
+    # As after `register_for_auto_class("AutoModel")`: save_pretrained writes `auto_map` and the flat code files, so
+    # a saved directory loads with trust_remote_code=True where this package is not installed. None turns it off.
+    _auto_class = "AutoModel"
+    # The backbone's pooler is never used (X-Cross pools and scores with its own head): dropped from the model, and
+    # ignored in checkpoints saved before it was.
+    _keys_to_ignore_on_load_unexpected = [r"^backbone\.pooler\."]
     # On the CPU the stacked streams go through the blocks in passes whose widest activation (the MLP's
     # intermediate layer, n streams stacked) stays within this many bytes: larger ones fall out of the caches, and
     # glibc's allocator maps fresh pages for them on every pass. None runs every batch in one pass, as on GPUs.
@@ -144,6 +172,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
 
         specs = config.adapter_specs
         self._lora_banks = install_lora_bank(backbone, self.family.layers_path, specs)
+        if getattr(backbone, "pooler", None) is not None:  # after the bank, which refuses adapters on it
+            backbone.pooler = None
         layers = self.family.layers(backbone)
         fused = set(config.fused_layers)
         for index, block in enumerate(layers):
@@ -154,11 +184,21 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
         self.head = RecommendationHead(config.hidden_size)
+        # The tokenizer save_pretrained writes; read from the base reference when unset.
+        self.tokenizer = None
         self.post_init()
+        # The frozen base is referred to, not saved (unless include_base=True): the transformers way of saying so,
+        # which also tells Trainer that a checkpoint missing exactly these keys is complete.
+        self._keys_to_ignore_on_save = {key for key in self.state_dict() if weight_group(key) is WeightGroup.BASE}
 
         self.backbone.requires_grad_(False)
         for fusion_head in self.fusion_heads:
             fusion_head.requires_grad_(True)
+
+    def extra_repr(self) -> str:
+        weights = ", ".join(f"{name}={weight:.4g}" for name, weight in zip(self.adapter_names, self.domain_weights))
+        return (f"adapters={self.adapter_names}, domain_weights=({weights}), beta={self.config.beta}, "
+                f"gamma={self.config.gamma}")
 
     def _check_base_matches_config(self, backbone: PreTrainedModel) -> None:
         expected = self.config.base_config
@@ -338,10 +378,11 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
     def integrator_size(self, lora_rank: int = 8, lora_target_modules: list[str] | str | None = None) -> IntegratorSize:
         """Count the integrator against one LoRA adapter of rank `lora_rank` on `lora_target_modules` (the family's
         query/value projections by default) over this base's blocks."""
-        targets = list(lora_target_modules or self.family.default_target_modules)
+        targets = lora_target_modules or list(self.family.default_target_modules)
         lora_parameters = 0
-        for name, module in self.layers.named_modules():
-            if isinstance(module, nn.Linear) and ".fusion_head" not in f".{name}" and matches_target(targets, name):
+        for name in targeted_linears(self.layers, targets):
+            if ".fusion_head" not in f".{name}":
+                module = self.layers.get_submodule(name)
                 lora_parameters += lora_rank * (module.in_features + module.out_features)
         if lora_parameters == 0:
             raise ValueError(f"lora_target_modules {targets!r} match no linear layer in the blocks of this base.")
@@ -356,12 +397,14 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
                         state_dict: dict | None = None, push_to_hub: bool = False, include_base: bool = False,
-                        include_adapters: bool = True, **kwargs) -> None:
-        """Save `config.json` and `model.safetensors` (see `modeling_xcross.checkpoint` for what it holds).
+                        include_adapters: bool = True, tokenizer=None, **kwargs) -> None:
+        """Save everything a user needs: `config.json` (with the prompt settings and, while `_auto_class` is set,
+        `auto_map`), `model.safetensors` (see `modeling_xcross.checkpoint`), the flat code files and the tokenizer.
 
         Args:
             include_base: Also store the frozen base weights, for a checkpoint that needs nothing else.
             include_adapters: Store the adapter bank (default); without it, loading reads the adapter sources.
+            tokenizer: The tokenizer to save; by default `model.tokenizer`, else the base's, read from its reference.
         """
         if kwargs.get("safe_serialization") is False:
             raise ValueError("X-Cross checkpoints are saved with safetensors only.")
@@ -369,16 +412,62 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             raise NotImplementedError("Use model.push_to_hub(repo_id) to publish an X-Cross model.")
         if not is_main_process:
             return
-        groups = {WeightGroup.INTEGRATOR}
-        groups |= {WeightGroup.ADAPTERS} if include_adapters else set()
-        groups |= {WeightGroup.BASE} if include_base else set()
+        self._warn_if_not_portable(include_base, include_adapters)
+        skipped = set() if include_base else set(self._keys_to_ignore_on_save)
         state_dict = self.state_dict() if state_dict is None else state_dict
-        tensors = {key: tensor.detach().contiguous() for key, tensor in state_dict.items()
-                   if weight_group(key) in groups}
+        tensors = {key: tensor.detach().contiguous() for key, tensor in state_dict.items() if key not in skipped
+                   and (include_adapters or weight_group(key) is not WeightGroup.ADAPTERS)}
         directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
         self.config.architectures = [type(self).__name__]
+        if self._auto_class is not None:
+            self._save_remote_code(directory)
         atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
         atomic_write(directory / CONFIG_NAME, lambda path: self.config.to_json_file(path))
+        tokenizer = tokenizer if tokenizer is not None else self.base_tokenizer()
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+
+    def _warn_if_not_portable(self, include_base: bool, include_adapters: bool) -> None:
+        local = [] if include_base else [self.config.base_model_name_or_path]
+        local += [] if include_adapters else [spec.source for spec in self.config.adapter_specs]
+        local = [name for name in local if name and name not in PACKAGED_MODELS and Path(name).exists()]
+        if local:
+            logger.warning_once(
+                f"This X-Cross model refers to {local} by local path: the saved directory loads only where those "
+                "paths exist. Save with include_base=True (and include_adapters=True) for a portable checkpoint, or "
+                "build the model from Hub ids.")
+
+    def _save_remote_code(self, directory: Path) -> None:
+        """`auto_map` in the config and the flat code files beside it, generated from this package; a model loaded
+        with trust_remote_code (package absent) copies its own already-flat files, as transformers does."""
+        try:
+            files = remote_code_files()
+        except RuntimeError:
+            custom_object_save(self, directory, config=self.config)
+            return
+        self.config.auto_map = dict(AUTO_MAP)
+        for name, source in files.items():
+            atomic_write(directory / name, lambda path, source=source: path.write_text(source))
+
+    def base_tokenizer(self):
+        """`model.tokenizer`, else the base's tokenizer read from its reference (None, with a warning, when the base
+        has none); what save_pretrained writes."""
+        if self.tokenizer is None:
+            name, revision = resolve_model_path(self.config.base_model_name_or_path), self.config.base_model_revision
+            # transformers 5 builds an empty tokenizer from a bare config, so the base must have tokenizer files. A
+            # save (a Trainer checkpoint too) never fails for want of a tokenizer: it warns.
+            try:
+                if not cached_file(name, TOKENIZER_CONFIG_NAME, revision=revision,
+                                   _raise_exceptions_for_missing_entries=False,
+                                   _raise_exceptions_for_connection_errors=False):
+                    raise OSError(f"no {TOKENIZER_CONFIG_NAME} found")
+                self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+            except (OSError, ValueError, ImportError) as error:
+                logger.warning_once(f"No tokenizer saved: the base {self.config.base_model_name_or_path!r} gives none "
+                                    f"({error}). Set model.tokenizer or pass save_pretrained(..., tokenizer=...) so "
+                                    "that AutoTokenizer loads the saved directory.")
+        return self.tokenizer
 
     def push_to_hub(self, repo_id: str, *, self_contained: bool = False, include_adapters: bool | None = None,
                     metrics: Mapping[str, float] | None = None, commit_message: str = "Upload X-Cross model",
@@ -396,11 +485,25 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
                         config: XCrossConfig | None = None, dtype: torch.dtype | str | None = None,
+                        device_map: str | int | torch.device | dict | None = None,
+                        attn_implementation: str | None = None, output_loading_info: bool = False,
                         **kwargs) -> "XCrossForSequentialRecommendation":
         """Load a saved X-Cross model: its config, then the base it refers to (unless the checkpoint holds it), then
-        the adapter bank (from the checkpoint, else the adapter sources), then the integrator."""
+        the adapter bank (from the checkpoint, else the adapter sources), then the integrator.
+
+        The standard arguments apply as in transformers: `revision`, `token`, `cache_dir`, `local_files_only`,
+        `force_download`, `subfolder` (the checkpoint; `token`, `cache_dir`, `local_files_only` also reach the base and
+        adapters, which keep their recorded revisions), `dtype`, `attn_implementation` (the backbone's attention),
+        `device_map` (one device: the n streams run together; `"auto"` picks the first GPU, else the CPU),
+        `output_loading_info` (returns `(model, info)`) and `low_cpu_mem_usage` (ignored, as by transformers 5).
+        """
         if model_args:
             raise TypeError(f"Unexpected positional arguments {model_args}.")
+        unsupported = sorted(set(kwargs) & set(_UNSUPPORTED_LOAD_KWARGS))
+        if unsupported:
+            raise ValueError(f"X-Cross from_pretrained does not support `{unsupported[0]}`: "
+                             f"{_UNSUPPORTED_LOAD_KWARGS[unsupported[0]]}.")
+        device = _single_device(device_map)
         dtype = kwargs.pop("torch_dtype", None) if dtype is None else dtype
         dtype = torch.float32 if dtype in (None, "auto") else getattr(torch, dtype) if isinstance(dtype, str) else dtype
         hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
@@ -416,19 +519,27 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         state_dict = read_safetensors(weights_file)
         groups = {weight_group(key) for key in state_dict}
         download_kwargs = {key: value for key, value in hub_kwargs.items() if key in DOWNLOAD_KWARGS}
+        # AutoModel hands attn_implementation to the config, which passes it on to base_config.
+        attn_implementation = attn_implementation or config._attn_implementation
+        backbone_kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
         if WeightGroup.BASE in groups:
-            backbone = AutoModel.from_config(config.base_config, dtype=dtype)
+            backbone = AutoModel.from_config(config.base_config, dtype=dtype, **backbone_kwargs)
         else:
             backbone = load_base_model(config.base_model_name_or_path, revision=config.base_model_revision,
-                                       dtype=dtype, **download_kwargs)
+                                       dtype=dtype, **download_kwargs, **backbone_kwargs)
         model = cls(config, backbone=backbone)
         if WeightGroup.ADAPTERS not in groups:
             model.load_adapters(**download_kwargs)
-        model._load_checkpoint_state(state_dict, weights_file)
-        return model.to(dtype).eval()
+        loading_info = model._load_checkpoint_state(state_dict, weights_file)
+        model = model.to(dtype=dtype, device=device).eval()
+        return (model, loading_info) if output_loading_info else model
 
-    def _load_checkpoint_state(self, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    def _load_checkpoint_state(self, state_dict: dict[str, torch.Tensor], source: str) -> dict:
+        """Load the checkpoint's tensors, refusing any that do not fit; the loading info transformers reports."""
         own = self.state_dict()
+        ignored = [re.compile(pattern) for pattern in self._keys_to_ignore_on_load_unexpected]
+        state_dict = {key: tensor for key, tensor in state_dict.items()
+                      if key in own or not any(pattern.search(key) for pattern in ignored)}
         unexpected = sorted(set(state_dict) - set(own))
         missing = sorted(key for key in own if weight_group(key) is WeightGroup.INTEGRATOR and key not in state_dict)
         if unexpected or missing:
@@ -443,3 +554,26 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         self.load_state_dict(state_dict, strict=False)
         if any(weight_group(key) is WeightGroup.ADAPTERS for key in state_dict):
             check_stored_ranks(self._lora_banks, self.adapter_names, source)
+        return {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+
+
+def _as_device(value: str | int | torch.device) -> torch.device:
+    return torch.device("cuda", value) if isinstance(value, int) else torch.device(value)
+
+
+def _single_device(device_map: str | int | torch.device | dict | None) -> torch.device | None:
+    """The one device a `device_map` names: X-Cross runs its n streams stacked, so it is never split."""
+    if device_map is None:
+        return None
+    if isinstance(device_map, dict):
+        devices = {_as_device(value) for value in device_map.values()}
+        if len(devices) != 1:
+            raise ValueError(f"device_map {device_map} splits the model over {sorted(map(str, devices))}; X-Cross runs "
+                             "its stacked adapter streams on one device: pass one device ('cuda:0', 'cpu' or 'auto').")
+        return devices.pop()
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device_map in ("balanced", "balanced_low_0", "sequential"):
+        raise ValueError(f"device_map={device_map!r} spreads the model over devices; X-Cross runs its stacked "
+                         "adapter streams on one device: pass 'auto' or a device.")
+    return _as_device(device_map)

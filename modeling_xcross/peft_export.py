@@ -7,13 +7,13 @@ them for an adapter trained on `AutoModel` (`base_model.model.<module>.lora_A.we
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from peft import LoraConfig
 from safetensors.torch import save_file
 
-from .adapters import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, PEFT_PREFIX
+from .adapters import ADAPTER_WEIGHTS_NAME, PEFT_PREFIX
 from .checkpoint import atomic_write
 
 
@@ -30,32 +30,22 @@ def adapter_state(model, name: str) -> dict:
     return tensors
 
 
-def adapter_config(model, name: str) -> dict:
-    """An adapter_config.json PEFT accepts, with the settings the bank applies."""
+def adapter_config(model, name: str) -> LoraConfig:
+    """The PEFT config of adapter `name`, with the settings the bank applies."""
     spec = model.config.adapter_specs[model.adapter_names.index(name)]
-    return {
-        "peft_type": "LORA",
-        "task_type": None,
-        "base_model_name_or_path": model.config.base_model_name_or_path,
-        "revision": model.config.base_model_revision,
-        "r": spec.r,
-        "lora_alpha": spec.lora_alpha,
-        "target_modules": spec.target_modules,
-        "use_rslora": spec.use_rslora,
-        "lora_dropout": 0.0,
-        "bias": "none",
-        "fan_in_fan_out": False,
-        "inference_mode": True,
-    }
+    return LoraConfig(base_model_name_or_path=model.config.base_model_name_or_path,
+                      revision=model.config.base_model_revision, r=spec.r, lora_alpha=spec.lora_alpha,
+                      target_modules=spec.target_modules, use_rslora=spec.use_rslora, lora_dropout=0.0,
+                      inference_mode=True)
 
 
 def export_adapter(model, name: str, directory: str | os.PathLike) -> Path:
-    """Write adapter `name` of `model`'s bank to `directory` as a PEFT LoRA adapter (safetensors)."""
+    """Write adapter `name` of `model`'s bank to `directory` as a PEFT LoRA adapter: the weights (safetensors,
+    atomically), then the adapter_config.json PEFT writes (with its `peft_version`)."""
     directory = Path(directory)
     tensors = adapter_state(model, name)
     atomic_write(directory / ADAPTER_WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-    config = json.dumps(adapter_config(model, name), indent=2)
-    atomic_write(directory / ADAPTER_CONFIG_NAME, lambda path: path.write_text(config))
+    adapter_config(model, name).save_pretrained(directory)
     return directory
 
 

@@ -48,13 +48,14 @@ class _Server(ThreadingHTTPServer):
 
 class FakeHub:
     """The Hub and CDN servers (bound at creation, serving once started) and the repositories they share;
-    `requests` logs `(method, path)` of every request."""
+    `requests` logs `(method, path)` of every request, `authorizations` the `(path, Authorization header)` pairs."""
 
     def __init__(self):
         self.servers = (_Server(self), _Server(self))
         self.repos: dict[str, Repo] = {}
         self.blobs: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
         self._commit_counter = 0
 
@@ -80,6 +81,7 @@ class FakeHub:
             self.repos.clear()
             self.blobs.clear()
             self.requests.clear()
+            self.authorizations.clear()
 
     # ------------------------------------------------------------------------------------------ repository state
 
@@ -160,6 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         path = urlparse(self.path).path
         self.hub.requests.append((method, path))
+        self.hub.authorizations.append((path, self.headers.get("Authorization")))
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)) if method == "POST" else b""
         try:
             self._route(method, path.strip("/").split("/"), body)

@@ -14,6 +14,7 @@ from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.head_recommender import HeadRecommender, merge_sources
 from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline.models import load_trained_model
 
 
 def _delta(model, adapter: str) -> dict[str, torch.Tensor]:
@@ -74,3 +75,35 @@ def test_merge_sources_of_another_backbone_is_refused(adapters, data_dir, tmp_pa
     assert main(["train-head", "--data-dir", str(data_dir), "--domain", "Tools", "--merge-sources",
                  str(adapters / "toys"), "--output-dir", str(tmp_path / "x"), "--backbone", str(other), *SMALL]) == 1
     assert "--merge-sources" in capsys.readouterr().err
+
+
+def _as_legacy_run(directory, target):
+    """A copy of a saved recommender in the format of earlier runs: head.safetensors + recommender.json."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    shutil.copytree(directory, target)
+    config = json.loads((target / "config.json").read_text())
+    model = load_trained_model(directory)[0]
+    save_file({key: value.contiguous() for key, value in model.head.state_dict().items()}, target / "head.safetensors")
+    settings = {"kind": config["kind"], "backbone": config["backbone"], "pooling": config["pooling"]}
+    if config["kind"] == "head-recommender":
+        settings["merged_from"] = config["merged_from"]
+    (target / "recommender.json").write_text(json.dumps(settings))
+    (target / "config.json").unlink()
+    (target / "model.safetensors").unlink()
+    return target
+
+
+@pytest.mark.parametrize("run", ["adapter", "base", "merged"])
+def test_recommenders_reload_in_one_call_and_legacy_runs_still_load(run, adapters, head_runs, tmp_path):
+    directory = adapters / "toys" if run == "adapter" else head_runs / run
+    cls = LoraRecommender if run == "adapter" else HeadRecommender
+    input_ids = torch.randint(5, 80, (2, 3, 10))
+    with torch.no_grad():
+        expected = cls.from_pretrained(directory)(input_ids).logits
+        legacy = load_trained_model(_as_legacy_run(directory, tmp_path / run))[0]
+        assert type(legacy) is cls
+        torch.testing.assert_close(legacy(input_ids).logits, expected, atol=0, rtol=0)
+    assert not torch.equal(expected[:, 0], expected[:, 1]), "inputs that score differently"

@@ -159,3 +159,34 @@ def test_decoder_backbone_trains_adapters_and_xcross(data_dir, tmp_path):
     assert set(METRIC_KEYS) <= set(metrics)
     model = XCrossForSequentialRecommendation.from_pretrained(tmp_path / "xcross")
     assert model.pooling == "last" and model.config.base_config.model_type == "llama"
+
+
+@pytest.mark.parametrize("command", ["train-adapter", "train"])
+def test_plain_trainer_resumes_and_loads_the_best_model_quietly(command, adapters, data_dir, tiny_backbone, tmp_path):
+    """Checkpoints hold only what trains; the frozen keys they lack are declared, so nothing is reported missing."""
+    from safetensors import safe_open
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging
+
+    settings = _settings(data_dir, tiny_backbone, tmp_path / "run")
+    settings.command, settings.epochs = command, 1
+    settings.sources = [str(adapters / "toys"), str(adapters / "sports")] if command == "train" else []
+    with pytest.raises(KeyboardInterrupt):
+        train(settings, callbacks=[KillAt(4)])
+    with safe_open(tmp_path / "run" / "checkpoint-3" / "model.safetensors", "pt") as handle:
+        saved = set(handle.keys())
+    assert saved and not any(".lora_" not in key and not key.startswith("head.") and "fusion_head" not in key
+                             and key != "domain_weights" for key in saved), "no frozen base weight in a checkpoint"
+    with CaptureLogger(logging.get_logger("transformers.trainer")) as captured:
+        metrics = train(settings)
+    assert "missing keys" not in captured.out and "unexpected keys" not in captured.out
+    assert metrics["best_validation_mrr"] is not None
+
+
+def test_checkpoint_of_an_earlier_version_is_a_clear_error(data_dir, tiny_backbone, tmp_path, capsys):
+    settings = _settings(data_dir, tiny_backbone, tmp_path / "old")
+    prepare_output_dir(settings)
+    (tmp_path / "old" / "checkpoint-3").mkdir()
+    (tmp_path / "old" / "checkpoint-3" / "trainable.safetensors").write_bytes(b"")
+    with pytest.raises(OutputDirError, match="earlier xcross version.*delete the checkpoint-"):
+        train(settings)

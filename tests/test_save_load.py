@@ -149,3 +149,18 @@ def test_unknown_load_argument_is_refused(checkpoint):
 def test_pickle_format_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match="safetensors only"):
         trained[0].save_pretrained(tmp_path / "ckpt", safe_serialization=False)
+
+
+def test_checkpoint_saved_with_the_backbone_pooler_still_loads(tiny, tmp_path):
+    """The unused pooler is dropped from the model; full checkpoints written before that still hold it."""
+    from safetensors.torch import load_file, save_file
+
+    base_dir, _, model, inputs = own_base_model(tiny, tmp_path)
+    model.save_pretrained(tmp_path / "full", include_base=True)
+    pooler = {key: value for key, value in load_file(base_dir / "model.safetensors").items() if "pooler" in key}
+    if tiny.family == "bert":
+        assert pooler, "the BERT base has a pooler"
+    weights = tmp_path / "full" / "model.safetensors"
+    save_file({**load_file(weights), **{f"backbone.{key}": value for key, value in pooler.items()}}, weights)
+    torch.testing.assert_close(logits_of(AutoModel.from_pretrained(tmp_path / "full"), inputs),
+                               logits_of(model, inputs))

@@ -3,8 +3,8 @@ adapters merged into one LoRA (PEFT `add_weighted_adapter`).
 
 The merge uses combination_type "cat" with equal weights 1/n: PEFT stacks the weighted, scaled A matrices and the B
 matrices, so the merged delta is exactly sum_i (1/n) * delta_i, the mean of the source deltas, for any ranks
-("linear" would mix cross terms B_i A_j). Saved like a LoRA recommender (`head.safetensors`, `recommender.json`),
-with the merged adapter as a PEFT directory in `merged_sources/`.
+("linear" would mix cross terms B_i A_j). Saved like a LoRA recommender (`config.json`, `model.safetensors` with the
+head), with the merged adapter as a PEFT directory in `merged_sources/`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
-from ..checkpoint import atomic_save_dir, read_json, read_safetensors
+from ..checkpoint import atomic_save_dir
+from ..families import family_for
 from ..modeling_xcross import load_base_model
 from ..packaged_models import canonical_model_name
-from .lora_recommender import HEAD_WEIGHTS_NAME, RECOMMENDER_CONFIG_NAME, LoraRecommender, load_peft_adapter
+from .lora_recommender import LoraRecommender, RecommenderConfig, load_peft_adapter
 
 HEAD_RECOMMENDER_KIND = "head-recommender"
 MERGED_ADAPTER = "merged_sources"
@@ -39,35 +40,37 @@ def merge_sources(backbone: str, sources: list[Path]) -> PeftModel:
 class HeadRecommender(LoraRecommender):
     """A trained head on a frozen encoder (bare base, or base + merged sources); nothing else is trained."""
 
-    def __init__(self, encoder, backbone: str, merged_from: list[str]):
-        super().__init__(encoder, backbone)
-        self.merged_from = list(merged_from)
-        for parameter in self.peft_model.parameters():
-            parameter.requires_grad_(False)
+    def __init__(self, config: RecommenderConfig, encoder):
+        encoder.requires_grad_(False)
+        super().__init__(config, encoder)
+
+    def is_trained(self, key: str) -> bool:
+        return key.startswith("head.")
+
+    @property
+    def merged_from(self) -> list[str]:
+        return list(self.config.merged_from or [])
 
     @classmethod
     def create(cls, backbone: str, merged_from: list[Path] = (), seed: int = 0) -> "HeadRecommender":
         torch.manual_seed(seed)
         backbone = canonical_model_name(backbone)
         encoder = merge_sources(backbone, list(merged_from)) if merged_from else load_base_model(backbone)
-        return cls(encoder, backbone, [str(source) for source in merged_from])
+        base = encoder.get_base_model() if isinstance(encoder, PeftModel) else encoder
+        config = RecommenderConfig(backbone=backbone, pooling=family_for(base.config.model_type).default_pooling,
+                                   kind=HEAD_RECOMMENDER_KIND, merged_from=[str(source) for source in merged_from])
+        return cls(config, encoder)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "HeadRecommender":
-        directory = Path(directory)
-        settings = read_json(directory / RECOMMENDER_CONFIG_NAME)
-        encoder = load_base_model(settings["backbone"])
-        if settings["merged_from"]:
+    def load_encoder(cls, directory: Path, config: RecommenderConfig):
+        encoder = load_base_model(config.backbone)
+        if config.merged_from:
             encoder = load_peft_adapter(encoder, directory / MERGED_ADAPTER, adapter_name=MERGED_ADAPTER)
-        model = cls(encoder, settings["backbone"], settings["merged_from"])
-        model.head.load_state_dict(read_safetensors(directory / HEAD_WEIGHTS_NAME))
-        return model.eval()
+        return encoder
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
+    def save_encoder(self, directory: Path) -> None:
         if self.merged_from:
             self.peft_model.peft_config[MERGED_ADAPTER].base_model_name_or_path = self.backbone_name
             # -> directory/<name>/; embeddings are frozen, so PEFT need not look the base up on the Hub.
             atomic_save_dir(directory, lambda temporary: self.peft_model.save_pretrained(
                 temporary, selected_adapters=[MERGED_ADAPTER], save_embedding_layers=False))
-        self.save_head(directory, {"kind": HEAD_RECOMMENDER_KIND, "merged_from": self.merged_from})

@@ -1,31 +1,39 @@
 """The per-domain LoRA recommender: a PEFT LoRA adapter on the frozen base plus X-Cross's scoring head.
 
-Saved as a PEFT adapter directory (adapter_config.json + adapter_model.safetensors, keys relative to the bare base
-model, exactly what `XCrossForSequentialRecommendation.from_adapters` reads) plus `head.safetensors` and
-`recommender.json`; such a directory is both a scoring model and a source adapter for X-Cross.
+A `PreTrainedModel`, so the plain `Trainer` checkpoints, resumes and reloads the best one. Its directory holds:
+- `adapter_config.json` + `adapter_model.safetensors`: the LoRA as a standard PEFT adapter (keys relative to the bare
+  base model), so the directory is a source for `XCrossForSequentialRecommendation.from_adapters` and
+  `PeftModel.from_pretrained(base, dir)` loads the adapter alone;
+- `config.json` + `model.safetensors`: the recommender (backbone, pooling) and its trained weights (LoRA and head;
+  the frozen base is referred to, as `_keys_to_ignore_on_save` declares), so `LoraRecommender.from_pretrained(dir)`
+  reloads it in one call. Directories of earlier runs (`head.safetensors` + `recommender.json`) still load.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from ..adapters import PEFT_PREFIX, load_lora_adapter
-from ..checkpoint import atomic_save_dir, atomic_write, read_json, read_safetensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
 from ..head import RecommendationHead, check_inputs, pooled_positions
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
 from ..packaged_models import canonical_model_name
 
-HEAD_WEIGHTS_NAME = "head.safetensors"
-RECOMMENDER_CONFIG_NAME = "recommender.json"
+# The format of runs saved before the recommender was a PreTrainedModel.
+LEGACY_HEAD_WEIGHTS_NAME = "head.safetensors"
+LEGACY_CONFIG_NAME = "recommender.json"
+LORA_RECOMMENDER_KIND = "lora-recommender"
 
 
 def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
@@ -47,18 +55,50 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str
     return model
 
 
-class LoraRecommender(nn.Module):
+@strict
+class RecommenderConfig(PreTrainedConfig):
+    """A recommender on a frozen base: its backbone (Hub id or path), pooling, kind, and the adapters merged into
+    its encoder (head-only baselines)."""
+
+    model_type = "xcross-recommender"
+
+    backbone: str | None = None
+    pooling: str = "cls"
+    kind: str = LORA_RECOMMENDER_KIND
+    merged_from: list[str] | None = None
+
+
+class LoraRecommender(PreTrainedModel):
     """`peft_model` is the encoder the head scores from: a PeftModel here, possibly a bare base in subclasses (the
     attribute keeps its name so that checkpoints of earlier runs still load)."""
 
-    def __init__(self, peft_model: PeftModel, backbone: str):
-        super().__init__()
+    config_class = RecommenderConfig
+    main_input_name = "input_ids"
+
+    def __init__(self, config: RecommenderConfig, peft_model: PeftModel):
+        super().__init__(config)
         self.peft_model = peft_model
-        self.backbone_name = backbone
         encoder = peft_model.get_base_model() if isinstance(peft_model, PeftModel) else peft_model
-        config = encoder.config
-        self.pooling = family_for(config.model_type).default_pooling
-        self.head = RecommendationHead(config.hidden_size)
+        self.head = RecommendationHead(encoder.config.hidden_size)
+        self.post_init()
+        # What save_pretrained leaves out and a Trainer checkpoint therefore lacks: everything but what trains.
+        self._keys_to_ignore_on_save = {key for key in self.state_dict() if not self.is_trained(key)}
+
+    def is_trained(self, key: str) -> bool:
+        """Whether a state-dict key is a trained weight: the head and the LoRA."""
+        return key.startswith("head.") or ".lora_" in key
+
+    def initialize_weights(self) -> None:
+        """Nothing to do: the base is pretrained, PEFT initialised the LoRA, the head its constructor (the base
+        model's own `_init_weights` would redraw the LoRA)."""
+
+    @property
+    def backbone_name(self) -> str:
+        return self.config.backbone
+
+    @property
+    def pooling(self) -> str:
+        return self.config.pooling
 
     @classmethod
     def create(cls, backbone: str, r: int = 8, lora_alpha: int = 16, target_modules: list[str] | None = None,
@@ -67,18 +107,47 @@ class LoraRecommender(nn.Module):
         torch.manual_seed(seed)
         backbone = canonical_model_name(backbone)
         base = load_base_model(backbone)
-        targets = list(target_modules or family_for(base.config.model_type).default_target_modules)
+        family = family_for(base.config.model_type)
+        targets = list(target_modules or family.default_target_modules)
         lora = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0)
-        return cls(get_peft_model(base, lora), backbone)
+        return cls(RecommenderConfig(backbone=backbone, pooling=family.default_pooling), get_peft_model(base, lora))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "LoraRecommender":
+    def from_pretrained(cls, directory: str | os.PathLike) -> "LoraRecommender":
+        """The recommender a directory holds, in the current format or the legacy one."""
         directory = Path(directory)
-        settings = read_json(directory / RECOMMENDER_CONFIG_NAME)
-        base = load_base_model(settings["backbone"])
-        model = cls(load_peft_adapter(base, directory), settings["backbone"])
-        model.head.load_state_dict(read_safetensors(directory / HEAD_WEIGHTS_NAME))
+        config = cls.saved_config(directory)
+        model = cls(config, cls.load_encoder(directory, config))
+        legacy_head = directory / LEGACY_HEAD_WEIGHTS_NAME
+        if (directory / WEIGHTS_NAME).is_file():
+            model.load_trained_weights(read_safetensors(directory / WEIGHTS_NAME), directory / WEIGHTS_NAME)
+        else:
+            model.head.load_state_dict(read_safetensors(legacy_head))
         return model.eval()
+
+    @staticmethod
+    def saved_config(directory: Path) -> RecommenderConfig:
+        if (directory / CONFIG_NAME).is_file():
+            return RecommenderConfig.from_json_file(directory / CONFIG_NAME)
+        if (directory / LEGACY_CONFIG_NAME).is_file():
+            settings = read_json(directory / LEGACY_CONFIG_NAME)
+            return RecommenderConfig(backbone=settings["backbone"], pooling=settings["pooling"],
+                                     kind=settings.get("kind", LORA_RECOMMENDER_KIND),
+                                     merged_from=settings.get("merged_from"))
+        raise FileNotFoundError(f"{directory} holds neither {CONFIG_NAME} nor {LEGACY_CONFIG_NAME}: it is not a saved "
+                                "recommender. Pass the output directory of `xcross train-adapter` or `train-head`.")
+
+    @classmethod
+    def load_encoder(cls, directory: Path, config: RecommenderConfig):
+        return load_peft_adapter(load_base_model(config.backbone), directory)
+
+    def load_trained_weights(self, weights: dict[str, torch.Tensor], source: Path) -> None:
+        """Load the trained weights of `model.safetensors`, refusing a file that lacks any or holds others."""
+        result = self.load_state_dict(weights, strict=False)
+        if result.unexpected_keys or set(result.missing_keys) != self._keys_to_ignore_on_save:
+            missing = sorted(set(result.missing_keys) - self._keys_to_ignore_on_save)
+            raise ValueError(f"{source} does not match this recommender: unexpected keys {result.unexpected_keys[:4]}, "
+                             f"missing trained keys {missing[:4]}; it was saved from another model.")
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         check_inputs(input_ids, attention_mask, token_type_ids, labels)
@@ -92,20 +161,23 @@ class LoraRecommender(nn.Module):
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return XCrossRecommendationOutput(loss=loss, logits=logits)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """The PEFT adapter, the head and the settings; every file written atomically."""
-        directory = Path(directory)
+    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
+                        state_dict: dict | None = None, **kwargs) -> None:
+        """The PEFT adapter, `config.json` and the trained weights; called by Trainer for every checkpoint too."""
+        if not is_main_process:
+            return
+        directory = Path(save_directory)
+        self.save_encoder(directory)
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        trained = {key: tensor.detach().contiguous() for key, tensor in state_dict.items()
+                   if key not in self._keys_to_ignore_on_save}
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(trained, path, metadata={"format": "pt"}))
+        atomic_write(directory / CONFIG_NAME, lambda path: self.config.to_json_file(path))
+
+    def save_encoder(self, directory: Path) -> None:
         # PEFT records the local path the base was read from; keep the portable name instead.
         self.peft_model.peft_config["default"].base_model_name_or_path = self.backbone_name
         # Embeddings are frozen, so PEFT need not look the base up on the Hub to decide whether to save them. PEFT
         # writes in place; a kill then would leave a truncated adapter_config.json over a good one.
         atomic_save_dir(directory, lambda temporary: self.peft_model.save_pretrained(temporary,
                                                                                      save_embedding_layers=False))
-        self.save_head(directory, {"kind": "lora-recommender"})
-
-    def save_head(self, directory: Path, settings: dict) -> None:
-        """The head weights and `recommender.json` (`settings` plus backbone and pooling)."""
-        head = {key: value.contiguous() for key, value in self.head.state_dict().items()}
-        atomic_write(directory / HEAD_WEIGHTS_NAME, lambda path: save_file(head, path))
-        settings = {**settings, "backbone": self.backbone_name, "pooling": self.pooling}
-        atomic_write(directory / RECOMMENDER_CONFIG_NAME, lambda path: path.write_text(json.dumps(settings, indent=2)))

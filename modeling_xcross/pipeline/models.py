@@ -17,7 +17,7 @@ from ..modeling_xcross import XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path
 from .collator import RecommendationCollator
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
-from .lora_recommender import RECOMMENDER_CONFIG_NAME, LoraRecommender
+from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
 
 
 class ModelDirError(ValueError):
@@ -60,25 +60,24 @@ def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int) 
 
 
 def load_trained_model(directory: Path):
-    """An X-Cross checkpoint (config.json) or a recommender with a head (recommender.json), and its backbone name."""
+    """An X-Cross checkpoint or a recommender with a head (current or legacy format), and its backbone name."""
     directory = Path(directory)
-    if (directory / RECOMMENDER_CONFIG_NAME).is_file():
-        kind = read_json(directory / RECOMMENDER_CONFIG_NAME).get("kind")
-        model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
-        return model, model.backbone_name
-    if (directory / CONFIG_NAME).is_file():
-        model_type = read_json(directory / CONFIG_NAME).get("model_type")
-        if model_type != XCrossConfig.model_type:
-            raise ModelDirError(f"--model-dir {directory}: {CONFIG_NAME} has model_type {model_type!r}, not "
-                                f"{XCrossConfig.model_type!r}; pass the output directory of an `xcross train` run.")
+    config_file = directory / CONFIG_NAME
+    model_type = read_json(config_file).get("model_type") if config_file.is_file() else None
+    if model_type == XCrossConfig.model_type:
         if not (directory / WEIGHTS_NAME).is_file():
             raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
                                 "finish saving. Rerun that run's command to finish it.")
         model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
         return model, model.config.base_model_name_or_path
-    raise ModelDirError(f"--model-dir {directory} holds neither {RECOMMENDER_CONFIG_NAME} (a LoRA recommender) nor "
-                        f"{CONFIG_NAME} (an X-Cross checkpoint); pass the output directory of a finished "
-                        "`xcross train-adapter` or `xcross train` run.")
+    if model_type == RecommenderConfig.model_type or (directory / LEGACY_CONFIG_NAME).is_file():
+        kind = LoraRecommender.saved_config(directory).kind
+        model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
+        return model, model.backbone_name
+    raise ModelDirError(f"--model-dir {directory} holds neither a recommender nor an X-Cross checkpoint "
+                        f"({CONFIG_NAME} of model_type {RecommenderConfig.model_type!r} or {XCrossConfig.model_type!r}, "
+                        f"or a legacy {LEGACY_CONFIG_NAME}); pass the output directory of a finished "
+                        "`xcross train-adapter`, `train-head` or `train` run.")
 
 
 def collator_for(backbone: str, max_length: int, titles: Iterable[str]) -> RecommendationCollator:

@@ -16,9 +16,12 @@ from pathlib import Path
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import TrainerState
 
-from .trainer import TRAINABLE_WEIGHTS_NAME
+from ..checkpoint import WEIGHTS_NAME
 
 TRAINER_STATE_NAME = "trainer_state.json"
+# The weights file of checkpoints written before the plain Trainer; such a checkpoint is complete but cannot resume
+# (`train` says so).
+LEGACY_WEIGHTS_NAME = "trainable.safetensors"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -27,7 +30,8 @@ def _is_complete(checkpoint: Path, step: int) -> bool:
         state = json.loads((checkpoint / TRAINER_STATE_NAME).read_text())
     except (OSError, ValueError):
         return False
-    return state.get("global_step") == step and (checkpoint / TRAINABLE_WEIGHTS_NAME).is_file()
+    return state.get("global_step") == step and any((checkpoint / name).is_file()
+                                                     for name in (WEIGHTS_NAME, LEGACY_WEIGHTS_NAME))
 
 
 def last_complete_checkpoint(output_dir: Path, remove_incomplete: bool = True) -> str | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_write
+from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
@@ -112,7 +112,8 @@ def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
     if settings.command == "train":
-        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma)
+        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
+                            max_length=settings.max_length)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
@@ -145,6 +146,9 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed)
     trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
                            [ExactResume(samples), *callbacks])
+    if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
+        raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
+                             f"delete the checkpoint-* directories in {output_dir} to restart the run.")
     ended = training_ended_at(resume_from) if resume_from else None
     if ended:
         print(f"[train] training had ended at {resume_from}; loading its best checkpoint")

@@ -1,5 +1,7 @@
-"""The HF Trainer set up for recommenders: checkpoints hold only the trainable weights (safetensors), early
-stopping on validation MRR, and a check that every distributed rank ends with the same weights."""
+"""The HF Trainer set up for recommenders: early stopping on validation MRR, and a check that every distributed rank
+ends with the same weights. The plain Trainer checkpoints, resumes and reloads the best model: each model's
+save_pretrained writes only what trains, and its `_keys_to_ignore_on_save` tells the Trainer that a checkpoint
+lacking exactly the frozen weights is complete."""
 
 from __future__ import annotations
 
@@ -9,13 +11,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
-from ..checkpoint import atomic_write
 from .metrics import compute_metrics
-
-TRAINABLE_WEIGHTS_NAME = "trainable.safetensors"
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -29,37 +27,6 @@ def weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.float().numpy().tobytes())
     return digest.hexdigest()
-
-
-class RecommenderTrainer(Trainer):
-    """A Trainer whose checkpoints are the trainable weights only: the frozen base and adapters never change, so
-    copying them into every checkpoint would only cost disk."""
-
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        if not self.args.should_save:
-            return
-        output_dir = Path(output_dir or self.args.output_dir)
-        state = trainable_state(self.accelerator.unwrap_model(self.model))
-        atomic_write(output_dir / TRAINABLE_WEIGHTS_NAME, lambda path: save_file(state, path))
-
-    def _load_trainable(self, checkpoint: str) -> None:
-        path = Path(checkpoint) / TRAINABLE_WEIGHTS_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: {checkpoint} is not a checkpoint of an xcross run. Delete "
-                                    "that checkpoint directory (the run then resumes from the one before).")
-        model = self.accelerator.unwrap_model(self.model)
-        expected = set(trainable_state(model))
-        weights = load_file(path)
-        if set(weights) != expected:
-            raise ValueError(f"{path} holds other weights than this model trains ({sorted(set(weights) ^ expected)[:4]}"
-                             "...): the output directory belongs to another model; use a new --output-dir.")
-        model.load_state_dict(weights, strict=False)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        self._load_trainable(resume_from_checkpoint)
-
-    def _load_best_model(self) -> None:
-        self._load_trainable(self.state.best_model_checkpoint)
 
 
 def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval_batch_size: int,
@@ -99,8 +66,8 @@ def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval
 
 
 def make_trainer(model, args: TrainingArguments, train_dataset, eval_dataset, collator, patience: int,
-                 callbacks=()) -> RecommenderTrainer:
-    return RecommenderTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                 callbacks=()) -> Trainer:
+    return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                               data_collator=collator, compute_metrics=compute_metrics,
                               callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), *callbacks])
 
