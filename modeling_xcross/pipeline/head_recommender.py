@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from ..modeling_xcross import load_base_model
 from ..packaged_models import canonical_model_name
-from .lora_recommender import HEAD_WEIGHTS_NAME, RECOMMENDER_CONFIG_NAME, LoraRecommender
+from .lora_recommender import HEAD_WEIGHTS_NAME, RECOMMENDER_CONFIG_NAME, LoraRecommender, scoring_settings
 
 HEAD_RECOMMENDER_KIND = "head-recommender"
 MERGED_ADAPTER = "merged_sources"
@@ -40,18 +40,18 @@ def merge_sources(backbone: str, sources: list[Path]) -> PeftModel:
 class HeadRecommender(LoraRecommender):
     """A trained head on a frozen encoder (bare base, or base + merged sources); nothing else is trained."""
 
-    def __init__(self, encoder, backbone: str, merged_from: list[str]):
-        super().__init__(encoder, backbone)
+    def __init__(self, encoder, backbone: str, merged_from: list[str], **scoring):
+        super().__init__(encoder, backbone, **scoring)
         self.merged_from = list(merged_from)
         for parameter in self.peft_model.parameters():
             parameter.requires_grad_(False)
 
     @classmethod
-    def create(cls, backbone: str, merged_from: list[Path] = (), seed: int = 0) -> "HeadRecommender":
+    def create(cls, backbone: str, merged_from: list[Path] = (), seed: int = 0, **scoring) -> "HeadRecommender":
         torch.manual_seed(seed)
         backbone = canonical_model_name(backbone)
         encoder = merge_sources(backbone, list(merged_from)) if merged_from else load_base_model(backbone)
-        return cls(encoder, backbone, [str(source) for source in merged_from])
+        return cls(encoder, backbone, [str(source) for source in merged_from], **scoring)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "HeadRecommender":
@@ -60,7 +60,7 @@ class HeadRecommender(LoraRecommender):
         encoder = load_base_model(settings["backbone"])
         if settings["merged_from"]:
             encoder = PeftModel.from_pretrained(encoder, str(directory / MERGED_ADAPTER), adapter_name=MERGED_ADAPTER)
-        model = cls(encoder, settings["backbone"], settings["merged_from"])
+        model = cls(encoder, settings["backbone"], settings["merged_from"], **scoring_settings(settings))
         model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS_NAME))
         return model.eval()
 

@@ -52,9 +52,15 @@ def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCro
                                                            **config_overrides)
 
 
-def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int) -> HeadRecommender:
+def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int, **scoring) -> HeadRecommender:
     """A head on the frozen base, or on the base with `merge_sources` merged into one adapter."""
-    return HeadRecommender.create(check_sources(backbone, merge_sources, "--merge-sources"), merge_sources, seed)
+    return HeadRecommender.create(check_sources(backbone, merge_sources, "--merge-sources"), merge_sources, seed,
+                                  **scoring)
+
+
+def model_scoring(model) -> str:
+    """The scoring form of a loaded model: an X-Cross config field, a recommender attribute."""
+    return model.config.scoring if isinstance(model, XCrossForSequentialRecommendation) else model.scoring
 
 
 def load_trained_model(directory: Path):
@@ -72,9 +78,10 @@ def load_trained_model(directory: Path):
                         "`xcross train-adapter` or `xcross train` run.")
 
 
-def collator_for(backbone: str, max_length: int) -> RecommendationCollator:
-    """The collator matching the backbone: text pairs for encoders, one text for decoders."""
+def collator_for(backbone: str, max_length: int, scoring: str = "cross") -> RecommendationCollator:
+    """The collator matching the backbone and scoring form: cross prompts are text pairs for encoders, one text for
+    decoders."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
-    return RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length)
+    return RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring)

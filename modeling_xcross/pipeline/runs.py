@@ -16,9 +16,10 @@ from ..checkpoint import atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
+from .dual_encoding import dual_scores
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
-from .models import build_head_recommender, build_xcross, collator_for, load_trained_model
+from .models import build_head_recommender, build_xcross, collator_for, load_trained_model, model_scoring
 from .samples import EvalSamples, TrainSamples
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
@@ -57,6 +58,9 @@ class RunSettings:
     seed: int = 42
     beta: float = 1.0  # X-Cross refine step (`train` only)
     gamma: float = 1.0
+    scoring: str = "cross"  # the value runs recorded before dual scoring existed had
+    pooling: str | None = None
+    train_positions: str = "last"
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -87,6 +91,10 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
 def score(model, collator, samples, batch_size: int) -> dict[str, float]:
     """Ranking metrics of `model` on fixed candidate lists."""
     model.eval()
+    if collator.scoring == "dual":
+        examples = [samples[index] for index in range(len(samples))]
+        return load_ranking_metric().compute(predictions=dual_scores(model, collator, examples).numpy(),
+                                             references=[example["label"] for example in examples])
     scores, labels = [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
         batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])
@@ -109,12 +117,13 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
 def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
+    scoring = {"scoring": settings.scoring, "pooling": settings.pooling}
     if settings.command == "train":
-        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma)
+        return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma, **scoring)
     if settings.command == "train-head":
-        return build_head_recommender(settings.backbone, sources, settings.seed)
+        return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                  seed=settings.seed)
+                                  seed=settings.seed, **scoring)
 
 
 def train(settings: RunSettings, callbacks=()) -> dict:
@@ -135,12 +144,13 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
                                                     validation_path))
-    collator = collator_for(settings.backbone, settings.max_length)
+    collator = collator_for(settings.backbone, settings.max_length, settings.scoring)
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
-    trainer = make_trainer(model, args, TrainSamples(domain, users["train"], settings.train_negatives, settings.seed),
-                           validation, collator, settings.patience, callbacks)
+    train_samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
+                                 positions=settings.train_positions, in_batch=settings.scoring == "dual")
+    trainer = make_trainer(model, args, train_samples, validation, collator, settings.patience, callbacks)
     if resume_from:
         print(f"[train] resuming from {resume_from}")
     trainer.train(resume_from_checkpoint=resume_from)
@@ -175,7 +185,7 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     output_dir.mkdir(exist_ok=True)
     path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path))
-    metrics = score(model, collator_for(backbone, max_length), samples, batch_size)
+    metrics = score(model, collator_for(backbone, max_length, model_scoring(model)), samples, batch_size)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)

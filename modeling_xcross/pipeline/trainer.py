@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 
 from ..checkpoint import atomic_write
+from .dual_encoding import dual_scores
 from .metrics import compute_metrics
 
 TRAINABLE_WEIGHTS_NAME = "trainable.safetensors"
@@ -34,6 +35,24 @@ def weights_digest(model: torch.nn.Module) -> str:
 class RecommenderTrainer(Trainer):
     """A Trainer whose checkpoints are the trainable weights only: the frozen base and adapters never change, so
     copying them into every checkpoint would only cost disk."""
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Dual scoring evaluates with every distinct title encoded once (`dual_scores`); cross scoring as usual."""
+        if getattr(self.data_collator, "scoring", None) != "dual":
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        examples = [dataset[index] for index in range(len(dataset))]
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        scores = dual_scores(model.eval(), self.data_collator, examples)
+        model.train(was_training)
+        labels = torch.tensor([example["label"] for example in examples])
+        metrics = {"loss": torch.nn.functional.cross_entropy(scores, labels).item(),
+                   **compute_metrics(EvalPrediction(predictions=scores.numpy(), label_ids=labels.numpy()))}
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         if not self.args.should_save:
