@@ -177,7 +177,7 @@ class NaiveSetAdapterLoop(Runner):
                 self.peft_model.set_adapter(name, inference_mode=True)
                 outputs.append(block(stream, **block_kwargs))
             streams = layer.fuse(torch.cat(outputs))[0].chunk(xcross.num_streams)
-        return xcross.score_streams(torch.stack(streams), inputs["attention_mask"])
+        return xcross.head(xcross.pool_streams(torch.stack(streams), inputs["attention_mask"]))
 
 
 class XLora(Runner):

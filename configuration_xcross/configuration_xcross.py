@@ -9,7 +9,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-POOLING_MODES = ("cls", "last")
+POOLING_MODES = ("cls", "last", "mean")
+SCORING_MODES = ("dual", "cross")
 # How a history and a candidate become text (modeling_xcross/pipeline/prompts.py reads the same keys): encoders get
 # the pair (history joined by `separator`, candidate); decoders `f"{decoder_prefix} {history}{decoder_suffix}{candidate}"`.
 DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
@@ -91,8 +92,16 @@ class XCrossConfig(PreTrainedConfig):
         beta (`float`, defaults to 1.0): Weight of the cross-domain scaling term of the refine step.
         gamma (`float`, defaults to 1.0): Weight of the interaction (difference) term of the refine step.
         integrated_layers (`list[int]`, *optional*): Indices of the blocks followed by a fusion head; all when unset.
-        pooling (`str`, *optional*): `"cls"` (first token) or `"last"` (last non-padding token); the backbone
-            family's default when unset (`cls` for encoders, `last` for decoders).
+        scoring (`str`, defaults to `"cross"`): `"cross"` is the paper's form, one (history, candidate) prompt per
+            candidate read by the pooler and score head. `"dual"` encodes the history prompt and every candidate
+            title separately and scores their cosine similarity divided by a learned temperature: the backbone's
+            sentence similarity is the score at initialisation, and item representations can be computed once per
+            catalogue. The `xcross` commands default to `"dual"`, chosen on validation users (docs/results.md).
+        pooling (`str`, *optional*): `"cls"` (first token), `"last"` (last non-padding token) or `"mean"` (mean over
+            non-padding tokens); when unset, `"mean"` for dual scoring, else the backbone family's default (`cls`
+            for encoders, `last` for decoders).
+        temperature (`float`, defaults to 0.05): Initial temperature of dual scoring (logits are cosine /
+            temperature; the temperature is learned).
         initializer_range (`float`, defaults to 0.02): Standard deviation of the pooler and score head init.
         prompt (`dict`, *optional*): The prompt format the model was trained with: `separator` (between history
             titles), `decoder_prefix` and `decoder_suffix` (decoder prompts); `DEFAULT_PROMPT` when unset.
@@ -112,7 +121,9 @@ class XCrossConfig(PreTrainedConfig):
     beta: float | int = 1.0
     gamma: float | int = 1.0
     integrated_layers: list[int] | None = None
+    scoring: str = "cross"
     pooling: str | None = None
+    temperature: float | int = 0.05
     initializer_range: float = 0.02
     prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
     max_length: int = 128
@@ -137,6 +148,10 @@ class XCrossConfig(PreTrainedConfig):
     def num_hidden_layers(self) -> int:
         return self.base_config.num_hidden_layers
 
+    def pooling_for(self, family_default: str) -> str:
+        """The pooling in use: the configured one, else mean for dual scoring, else the backbone family's."""
+        return self.pooling or ("mean" if self.scoring == "dual" else family_default)
+
     @property
     def fused_layers(self) -> list[int]:
         """The block indices that carry a fusion head, in increasing order."""
@@ -156,6 +171,10 @@ class XCrossConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if self.scoring not in SCORING_MODES:
+            raise ValueError(f"`scoring` must be one of {SCORING_MODES}, got {self.scoring!r}.")
+        if isinstance(self.temperature, bool) or not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"`temperature` must be a positive finite number, got {self.temperature!r}.")
         if self.pooling is not None and self.pooling not in POOLING_MODES:
             raise ValueError(f"`pooling` must be one of {POOLING_MODES} or None (the backbone's default), "
                              f"got {self.pooling!r}.")

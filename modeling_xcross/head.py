@@ -1,33 +1,21 @@
-"""The scoring head shared by X-Cross and the per-domain LoRA recommenders: pool one token, then score it."""
+"""Pooling and the two scoring forms shared by X-Cross and the per-domain LoRA recommenders.
+
+`"cross"` (the paper's form): one (history, candidate) prompt per candidate, pooled and read by a trained head.
+`"dual"`: the history prompt and each candidate text are encoded separately and the score is their cosine similarity
+over a learned temperature, so an untrained model already ranks by the backbone's sentence similarity.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-
-def check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
-    """Refuse what a recommender would otherwise reshape or index silently wrong, or fail on without saying why."""
-    if input_ids.dim() not in (2, 3):
-        raise ValueError(f"input_ids must be (batch, num_candidates, seq_len) or (batch, seq_len), got shape "
-                         f"{tuple(input_ids.shape)}.")
-    if input_ids.numel() == 0:
-        raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): a batch needs at least one prompt of "
-                         "at least one token.")
-    for name, tensor in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-        if tensor is not None and tensor.shape != input_ids.shape:
-            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, but input_ids {tuple(input_ids.shape)}: "
-                             "they must have the same shape.")
-    if labels is None:
-        return
-    if input_ids.dim() != 3:
-        raise ValueError("labels index the true candidate, so input_ids must be (batch, num_candidates, seq_len).")
-    batch, num_candidates = input_ids.shape[:2]
-    if labels.shape != (batch,):
-        raise ValueError(f"labels must have shape (batch,) = ({batch},), got {tuple(labels.shape)}.")
-    if labels.min() < 0 or labels.max() >= num_candidates:
-        raise ValueError(f"labels must be candidate indices from 0 to {num_candidates - 1}, got {labels.tolist()}.")
+# The largest logit scale (1 / temperature) dual scoring may learn, as in CLIP: beyond it the softmax saturates.
+MAX_LOGIT_SCALE = 100.0
 
 
 def pooled_positions(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -37,6 +25,16 @@ def pooled_positions(attention_mask: torch.Tensor, pooling: str) -> torch.Tensor
         return torch.zeros(attention_mask.shape[0], dtype=torch.long, device=attention_mask.device)
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (attention_mask.long() * positions).argmax(dim=-1)
+
+
+def pool_hidden_states(hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """`(..., sequences, seq_len, d)` -> `(..., sequences, d)`: one token (`"cls"`, `"last"`) or the mean over the
+    non-padding tokens (`"mean"`); leading dimensions (e.g. the n streams) share the `(sequences, seq_len)` mask."""
+    if pooling == "mean":
+        mask = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
+        return (hidden_states * mask).sum(dim=-2) / mask.sum(dim=-2).clamp(min=1.0)
+    sequences = torch.arange(attention_mask.shape[0], device=attention_mask.device)
+    return hidden_states[..., sequences, pooled_positions(attention_mask, pooling), :]
 
 
 class RecommendationHead(nn.Module):
@@ -50,3 +48,96 @@ class RecommendationHead(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.score(self.activation(self.pooler(pooled))).squeeze(-1)
+
+
+class SimilarityHead(nn.Module):
+    """score(S_u, i) = cos(h_u, h_i) / tau with a learned temperature tau (stored as log(1 / tau), as in CLIP)."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def forward(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """`queries` `(batch, d)`; `candidates` `(batch, num_candidates, d)` (a list per query) or `(items, d)` (one
+        pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`."""
+        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)
+        if candidates.dim() == 3:
+            return scale * torch.einsum("bd,bcd->bc", queries, candidates)
+        return scale * queries @ candidates.T
+
+
+Encoder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def _flatten(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.reshape(-1, tensor.shape[-1])
+
+
+def _check_same_shape(ids_name: str, input_ids: torch.Tensor, **others: torch.Tensor | None) -> None:
+    if input_ids.numel() == 0:
+        raise ValueError(f"{ids_name} is empty (shape {tuple(input_ids.shape)}): a batch needs at least one sequence "
+                         "of at least one token.")
+    for name, tensor in others.items():
+        if tensor is not None and tensor.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, but {ids_name} {tuple(input_ids.shape)}: "
+                             "they must have the same shape.")
+
+
+def check_inputs(scoring: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None, candidate_input_ids: torch.Tensor | None = None,
+                 candidate_attention_mask: torch.Tensor | None = None,
+                 candidate_token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+    """Refuse what a recommender would otherwise reshape or index silently wrong, or fail on without saying why:
+    inputs shaped for the other scoring form, masks of another shape, empty batches, labels out of range."""
+    if scoring == "dual":
+        if candidate_input_ids is None or input_ids.dim() != 2 or candidate_input_ids.dim() not in (2, 3):
+            raise ValueError(
+                "This model scores in dual mode (scoring='dual'): pass the history prompts as input_ids "
+                "(batch, seq_len) and the candidate texts as candidate_input_ids (batch, num_candidates, seq_len) or "
+                f"(items, seq_len) shared by the batch; got input_ids {tuple(input_ids.shape)} and candidate_input_ids "
+                f"{None if candidate_input_ids is None else tuple(candidate_input_ids.shape)}. "
+                "`modeling_xcross.pipeline.RecommendationCollator(..., scoring='dual')` builds them from text.")
+        if candidate_input_ids.dim() == 3 and candidate_input_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"candidate_input_ids has {candidate_input_ids.shape[0]} candidate lists for "
+                             f"{input_ids.shape[0]} histories.")
+        _check_same_shape("candidate_input_ids", candidate_input_ids, candidate_attention_mask=candidate_attention_mask,
+                          candidate_token_type_ids=candidate_token_type_ids)
+        num_candidates = candidate_input_ids.shape[-2]
+    else:
+        if candidate_input_ids is not None:
+            raise ValueError("candidate_input_ids is for dual scoring; this model scores in cross mode "
+                             "(scoring='cross'): pass one (history, candidate) prompt per candidate as input_ids "
+                             "(batch, num_candidates, seq_len).")
+        if input_ids.dim() not in (2, 3):
+            raise ValueError(f"input_ids must be (batch, num_candidates, seq_len) or (batch, seq_len), got shape "
+                             f"{tuple(input_ids.shape)}.")
+        if labels is not None and input_ids.dim() != 3:
+            raise ValueError("labels index the true candidate, so input_ids must be (batch, num_candidates, seq_len).")
+        num_candidates = input_ids.shape[1] if input_ids.dim() == 3 else 1
+    _check_same_shape("input_ids", input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+    if labels is None:
+        return
+    if labels.shape != (input_ids.shape[0],):
+        raise ValueError(f"labels must have shape (batch,) = ({input_ids.shape[0]},), got {tuple(labels.shape)}.")
+    if labels.min() < 0 or labels.max() >= num_candidates:
+        raise ValueError(f"labels must be candidate indices from 0 to {num_candidates - 1}, got {labels.tolist()}.")
+
+
+def score_candidates(encode: Encoder, scoring: str, head: nn.Module, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
+                     candidate_input_ids: torch.Tensor | None = None, candidate_attention_mask: torch.Tensor | None = None,
+                     candidate_token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of either scoring form; `encode(input_ids, attention_mask, token_type_ids)` maps 2-D inputs to pooled
+    representations `(sequences, d)`."""
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if scoring == "cross":
+        pooled = encode(_flatten(input_ids), _flatten(attention_mask), _flatten(token_type_ids))
+        return head(pooled).view(input_ids.shape[:-1])
+    if candidate_attention_mask is None:
+        candidate_attention_mask = torch.ones_like(candidate_input_ids)
+    queries = encode(input_ids, attention_mask, token_type_ids)
+    items = encode(_flatten(candidate_input_ids), _flatten(candidate_attention_mask),
+                   _flatten(candidate_token_type_ids))
+    return head(queries, items.view(*candidate_input_ids.shape[:-1], -1))

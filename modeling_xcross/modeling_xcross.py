@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from configuration_xcross import XCrossConfig
 from .adapters import LoraAdapter, load_lora_adapter
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, read_safetensors, weight_group
 from .families import bare_base_model, family_for
-from .head import RecommendationHead, check_inputs, pooled_positions
+from .head import RecommendationHead, SimilarityHead, check_inputs, pool_hidden_states, score_candidates
 from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
@@ -141,6 +142,8 @@ class XCrossPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
             init.zeros_(module.bias)
+        elif isinstance(module, SimilarityHead):
+            init.constant_(module.logit_scale, math.log(1.0 / self.config.temperature))
         elif isinstance(module, XCrossForSequentialRecommendation):
             init.constant_(module.domain_weights, 1.0 / self.config.num_adapters)
 
@@ -167,7 +170,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             backbone = AutoModel.from_config(config.base_config)
         backbone = bare_base_model(backbone)
         self.family = family_for(backbone.config.model_type)
-        self.pooling = config.pooling or self.family.default_pooling
+        self.pooling = config.pooling_for(self.family.default_pooling)
         self._check_base_matches_config(backbone)
 
         specs = config.adapter_specs
@@ -183,7 +186,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                                         beta=config.beta, gamma=config.gamma)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
-        self.head = RecommendationHead(config.hidden_size)
+        self.head = (SimilarityHead(config.temperature) if config.scoring == "dual"
+                     else RecommendationHead(config.hidden_size))
         # The tokenizer save_pretrained writes; read from the base reference when unset.
         self.tokenizer = None
         self.post_init()
@@ -290,6 +294,9 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.LongTensor | None = None,
+        candidate_input_ids: torch.LongTensor | None = None,
+        candidate_attention_mask: torch.Tensor | None = None,
+        candidate_token_type_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         output_hidden_states: bool = False,
         output_fusion_weights: bool = False,
@@ -297,22 +304,46 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
     ) -> XCrossRecommendationOutput | tuple:
         r"""
         Args:
-            input_ids (`torch.LongTensor` of shape `(batch, num_candidates, seq_len)`): One prompt per candidate
-                (a 2-D `(batch, seq_len)` input scores single sequences).
+            input_ids (`torch.LongTensor`): Dual scoring: the history prompts `(batch, seq_len)`. Cross scoring: one
+                (history, candidate) prompt per candidate `(batch, num_candidates, seq_len)` (a 2-D
+                `(batch, seq_len)` input scores single sequences).
             attention_mask, token_type_ids: Same shape as `input_ids` (token types are used by BERT-style bases).
+            candidate_input_ids (`torch.LongTensor`, dual scoring only): The candidate texts, one list per history
+                `(batch, num_candidates, seq_len)` or one pool shared by the batch `(items, seq_len)`.
+            candidate_attention_mask, candidate_token_type_ids: Same shape as `candidate_input_ids`.
             labels (`torch.LongTensor` of shape `(batch,)`): Index of the true candidate of each example.
-            output_hidden_states: Return every stream's refined hidden states.
-            output_fusion_weights: Return the fusion head output z of every integrated block.
+            output_hidden_states: Return every stream's refined hidden states (of `input_ids`).
+            output_fusion_weights: Return the fusion head output z of every integrated block (of `input_ids`).
         """
-        check_inputs(input_ids, attention_mask, token_type_ids, labels)
-        candidates_shape = input_ids.shape[:-1]
+        check_inputs(self.config.scoring, input_ids, attention_mask, token_type_ids, candidate_input_ids,
+                     candidate_attention_mask, candidate_token_type_ids, labels)
+        extras = {}
+
+        def encode(ids, mask, types):
+            # Hidden states and fusion weights are returned for `input_ids`, the first sequences encoded.
+            first = not extras
+            pooled, hidden_states, fusion_weights = self._encode(ids, mask, types, output_hidden_states and first,
+                                                                 output_fusion_weights and first)
+            if first:
+                extras.update(hidden_states=hidden_states, fusion_weights=fusion_weights)
+            return pooled
+
+        logits = score_candidates(encode, self.config.scoring, self.head, input_ids, attention_mask, token_type_ids,
+                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=extras["hidden_states"],
+                                            fusion_weights=extras["fusion_weights"])
+        return output if return_dict else output.to_tuple()
+
+    def encode(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.LongTensor | None = None) -> torch.Tensor:
+        """The representation `(sequences, d)` of 2-D inputs: every stream pooled, mixed by the domain weights w,
+        then the base's final norm. Dual scoring compares these by cosine similarity."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        input_ids = input_ids.reshape(-1, input_ids.shape[-1])
-        attention_mask = attention_mask.reshape(input_ids.shape)
-        if token_type_ids is not None:
-            token_type_ids = token_type_ids.reshape(input_ids.shape)
+        return self._encode(input_ids, attention_mask, token_type_ids, False, False)[0]
 
+    def _encode(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights):
         # Sequences are independent, so they may go through the blocks in several passes (see `cpu_pass_bytes`).
         chunk = self.sequences_per_pass(*input_ids.shape, device=input_ids.device)
         types = token_type_ids.split(chunk) if token_type_ids is not None else [None] * -(-len(input_ids) // chunk)
@@ -323,13 +354,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                              if output_hidden_states else None)
         all_fusion_weights = (tuple(torch.cat(weights) for weights in zip(*(part[2] for part in parts)))
                               if output_fusion_weights else None)
-        logits = self.score_streams(streams, attention_mask)
-        logits = logits.view(candidates_shape)
-
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
-        output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=all_hidden_states,
-                                            fusion_weights=all_fusion_weights)
-        return output if return_dict else output.to_tuple()
+        return self.pool_streams(streams, attention_mask), all_hidden_states, all_fusion_weights
 
     def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
         """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
@@ -361,17 +386,13 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                 all_fusion_weights += (fusion_weights,)
         return hidden_states.view(n, sequences, seq_len, -1), all_hidden_states, all_fusion_weights
 
-    def score_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Scores `(sequences,)` from the last block's streams `(n, sequences, seq_len, d)`: pool each stream, mix
-        them with the domain weights w, apply the base's final norm, then the scoring head."""
-        sequences = streams.shape[1]
-        positions = pooled_positions(attention_mask, self.pooling)
-        pooled_streams = streams[:, torch.arange(sequences, device=streams.device), positions]
+    def pool_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`: pool each stream, mix them
+        with the domain weights w, then apply the base's final norm."""
+        pooled_streams = pool_hidden_states(streams, attention_mask, self.pooling)
         pooled = torch.einsum("n,nsd->sd", self.domain_weights.to(pooled_streams.dtype), pooled_streams)
         final_norm = self.family.final_norm(self.backbone)
-        if final_norm is not None:
-            pooled = final_norm(pooled)
-        return self.head(pooled)
+        return pooled if final_norm is None else final_norm(pooled)
 
     # ---------------------------------------------------------------------------------------------- accounting
 

@@ -82,11 +82,26 @@ def test_training_negatives_change_per_epoch_and_repeat_per_seed(tmp_path):
     first = [samples[index] for index in range(5)]
     assert all(len(example["candidates"]) == 5 for example in first)
     assert all(example["candidates"][example["label"]] == domain.titles[domain.train[user][-1]]
-               for example, user in zip(first, samples.users))
+               for example, (user, _) in zip(first, samples.examples))
     samples.set_epoch(1)
     assert [samples[index] for index in range(5)] != first
     samples.set_epoch(0)
     assert [samples[index] for index in range(5)] == first
+
+
+def test_every_position_of_a_train_history_is_an_example(tmp_path):
+    domain = load_domain(make_domain(tmp_path, "Toys"), "Toys")
+    users = sorted(domain.train)[:3]
+    samples = TrainSamples(domain, users, num_negatives=2, seed=1, positions="all", in_batch=True)
+    assert len(samples) == sum(len(domain.train[user]) - 1 for user in users)
+    for index, (user, end) in enumerate(samples.examples):
+        example, history = samples[index], domain.train[user]
+        assert example["in_batch"] and example["history"] == [domain.titles[item] for item in history[:end - 1]]
+        assert example["candidates"][example["label"]] == domain.titles[history[end - 1]]
+        negatives = [title for position, title in enumerate(example["candidates"]) if position != example["label"]]
+        assert not set(negatives) & {domain.titles[item] for item in history}, "negatives avoid the whole history"
+    with pytest.raises(ValueError, match="positions must be one of"):
+        TrainSamples(domain, users, num_negatives=2, seed=1, positions="first")
 
 
 def test_collator_shapes_and_oldest_first_truncation(tmp_path, tiny_backbone):

@@ -37,11 +37,14 @@ def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone
 
 def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, tiny_backbone):
     recommender = LoraRecommender.from_pretrained(adapters / "toys")
-    xcross = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, {"toys": adapters / "toys"}).eval()
+    assert (recommender.scoring, recommender.pooling) == ("dual", "mean"), "the CLI's default scoring"
+    xcross = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, {"toys": adapters / "toys"},
+                                                             scoring="dual").eval()
     xcross.head.load_state_dict(recommender.head.state_dict())
-    input_ids = torch.randint(5, 80, (2, 3, 10))
+    histories, candidates = torch.randint(5, 80, (2, 10)), torch.randint(5, 80, (2, 3, 6))
     with torch.no_grad():
-        torch.testing.assert_close(xcross(input_ids).logits, recommender(input_ids).logits, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(xcross(histories, candidate_input_ids=candidates).logits,
+                                   recommender(histories, candidate_input_ids=candidates).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):

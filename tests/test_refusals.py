@@ -94,7 +94,9 @@ def test_base_that_does_not_match_the_config_is_refused(bert):
 @pytest.mark.parametrize("overrides, message", [
     ({"beta": float("nan")}, "`beta` must be a finite number"),
     ({"integrated_layers": [0, 7]}, r"`integrated_layers` \[7\] are out of range: the base has 3 blocks"),
-    ({"pooling": "mean"}, "`pooling` must be one of"),
+    ({"pooling": "max"}, "`pooling` must be one of"),
+    ({"scoring": "bi"}, "`scoring` must be one of"),
+    ({"temperature": 0.0}, "`temperature` must be a positive finite number"),
 ])
 def test_invalid_config_values_are_named(bert, overrides, message):
     _, base_dir, good = bert

@@ -32,11 +32,13 @@ def sample_negatives(rng: random.Random, items: list[int], history: list[int], c
     return negatives
 
 
-def candidate_list(rng: random.Random, items: list[int], history: list[int], count: int) -> tuple[list[int], int]:
-    """The target (last item of `history`) placed at a random position among `count` negatives: (items, label)."""
+def candidate_list(rng: random.Random, items: list[int], history: list[int], count: int,
+                   target: int | None = None) -> tuple[list[int], int]:
+    """The target (by default the last item of `history`) placed at a random position among `count` negatives that
+    avoid the whole history: (items, label)."""
     candidates = sample_negatives(rng, items, history, count)
     label = rng.randrange(count + 1)
-    candidates.insert(label, history[-1])
+    candidates.insert(label, history[-1] if target is None else target)
     return candidates, label
 
 

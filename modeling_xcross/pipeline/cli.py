@@ -5,6 +5,7 @@ head-only baselines, evaluate.
     xcross train --target Tools --sources runs/toys runs/sports --output-dir runs/xcross-tools
     xcross train-head --domain Tools --merge-sources runs/toys runs/sports --output-dir runs/merged-tools
     xcross evaluate --model-dir runs/xcross-tools --domain Tools
+    xcross baseline --method popularity --domain Tools --output-dir runs/popularity-tools
 
 Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
 """
@@ -16,10 +17,18 @@ import math
 import sys
 from pathlib import Path
 
+from configuration_xcross.configuration_xcross import POOLING_MODES, SCORING_MODES
+
 from ..packaged_models import DEFAULT_BACKBONE
+from .baselines import BASELINES, evaluate_baseline
 from .data import DEFAULT_DATA_DIR, DataError
 from .models import ModelDirError
 from .runs import OutputDirError, RunSettings, evaluate_model, train
+from .samples import TRAIN_POSITIONS
+
+# Chosen on validation users (docs/results.md, "Choosing the defaults").
+DEFAULT_SCORING = "dual"
+DEFAULT_TRAIN_POSITIONS = "all"
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions are bugs and keep their traceback. DataError, ModelDirError and OutputDirError are ValueErrors.
@@ -100,6 +109,15 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="evaluations without a better validation MRR before stopping early; default: %(default)s")
     parser.add_argument("--save-steps", type=_positive_int, default=None,
                         help="evaluate and checkpoint every N steps instead of every epoch")
+    parser.add_argument("--scoring", choices=SCORING_MODES, default=DEFAULT_SCORING,
+                        help="dual: history and candidate titles encoded separately, cosine over a learned "
+                             "temperature, in-batch negatives; cross: the paper's (history, candidate) prompt read by "
+                             "a pooler and score head; default: %(default)s")
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
+                        help="token pooling; default: mean for dual scoring, else cls (encoders) / last (decoders)")
+    parser.add_argument("--train-positions", choices=TRAIN_POSITIONS, default=DEFAULT_TRAIN_POSITIONS,
+                        help="all: every position of a train history is an example (the item predicted from the "
+                             "items before it); last: only the last item; default: %(default)s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "frozen; default: none, the head is trained on the bare base")
     _common(head)
 
+    baseline = commands.add_parser("baseline", help="score a reference that needs no training (popularity, untrained "
+                                   "backbone similarity, random) on the test lists of the trained models")
+    baseline.add_argument("--method", required=True, choices=BASELINES, help="which baseline")
+    baseline.add_argument("--domain", required=True, help="domain folder name under --data-dir, e.g. Tools")
+    baseline.add_argument("--output-dir", required=True, type=Path, help="where metrics.json and the lists go")
+    baseline.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                          help="backbone of the similarity baseline; default: %(default)s")
+    baseline.add_argument("--max-train-users", type=_positive_int, default=None,
+                          help="train users whose histories popularity counts (as in the trained runs); default: all")
+    _common(baseline, evaluating=True)
+
     evaluate = commands.add_parser("evaluate", help="score a trained model on fixed candidate lists; writes "
                                    "MODEL_DIR/eval_<domain>_<split>/metrics.json")
     evaluate.add_argument("--model-dir", required=True, type=Path,
@@ -147,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "baseline":
+            evaluate_baseline(args.method, args.data_dir, args.domain, args.output_dir, args.backbone,
+                              args.max_train_users, args.max_eval_users, args.val_users, args.seed, args.max_length)
+            return 0
         if args.command == "evaluate":
             evaluate_model(args.model_dir, args.data_dir, args.domain, args.split, args.max_eval_users,
                            args.val_users, args.seed, args.eval_batch_size, args.max_length)
@@ -160,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             eval_batch_size=args.eval_batch_size, train_negatives=args.train_negatives,
             learning_rate=args.learning_rate, max_length=args.max_length, lora_r=getattr(args, "lora_r", 8),
             lora_alpha=getattr(args, "lora_alpha", 16), patience=args.patience, save_steps=args.save_steps,
-            seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0))
+            seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0),
+            scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions)
         train(settings)
     except USER_ERRORS as error:
         if args.debug:

@@ -10,17 +10,24 @@ from .prompts import PROMPT, PromptFormat
 
 
 class RecommendationCollator:
-    """Tokenizes every (history, candidate) prompt of a batch and pads them to one length.
+    """Tokenizes the examples of a batch for either scoring form and pads them to one length.
 
-    `text_pair=True` (encoders): the pair (history, candidate) with token types, history truncated from the left.
-    `text_pair=False` (decoders): one text with the candidate last; tokens right after the prompt prefix (the
-    oldest history) are dropped until it fits.
+    Cross scoring, one prompt per candidate: `text_pair=True` (encoders) the pair (history, candidate) with token
+    types, history truncated from the left; `text_pair=False` (decoders) one text with the candidate last, tokens
+    right after the prompt prefix (the oldest history) dropped until it fits.
+    Dual scoring: the history text (oldest tokens dropped first) as `input_ids` and the candidate titles as
+    `candidate_input_ids`, one list per example; training examples marked `in_batch` share one pool of candidates
+    instead (every example's target and negatives, each title once), so the other examples' items are negatives too.
     """
 
-    def __init__(self, tokenizer, text_pair: bool, max_length: int = 128, prompt: PromptFormat = PROMPT):
+    def __init__(self, tokenizer, text_pair: bool, max_length: int = 128, prompt: PromptFormat = PROMPT,
+                 scoring: str = "cross"):
         self.tokenizer, self.text_pair, self.max_length, self.prompt = tokenizer, text_pair, max_length, prompt
+        self.scoring = scoring
         if text_pair:
             tokenizer.truncation_side = "left"
+        if scoring == "dual" and tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._prefix_length = self._leading_tokens(prompt.decoder_prefix)
 
@@ -34,13 +41,17 @@ class RecommendationCollator:
     def required_length(self, titles: Iterable[str]) -> int:
         """The shortest `max_length` that keeps every candidate of `titles` whole next to one history token."""
         titles = list(titles)
-        if self.text_pair:
+        if self.scoring == "dual":  # a title is encoded on its own
+            encoded = self.tokenizer(titles)
+        elif self.text_pair:
             encoded = self.tokenizer(["x"] * len(titles), titles)
         else:
             encoded = self.tokenizer([self.prompt.decoder_text("x", title) for title in titles])
         return max(len(ids) for ids in encoded["input_ids"])
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.scoring == "dual":
+            return self._collate_dual(examples)
         histories, candidates = [], []
         for example in examples:
             history = self.prompt.history(example["history"])
@@ -52,6 +63,35 @@ class RecommendationCollator:
         batch = {key: value.view(shape) for key, value in batch.items()}
         batch["labels"] = torch.tensor([example["label"] for example in examples])
         return batch
+
+    def _collate_dual(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encode_histories([example["history"] for example in examples])
+        if all(example.get("in_batch") for example in examples):
+            pool = list(dict.fromkeys(title for example in examples for title in example["candidates"]))
+            labels = [pool.index(example["candidates"][example["label"]]) for example in examples]
+            candidates = self.encode_items(pool)
+        else:
+            shape = (len(examples), len(examples[0]["candidates"]), -1)
+            encoded = self.encode_items([title for example in examples for title in example["candidates"]])
+            candidates = {key: value.view(shape) for key, value in encoded.items()}
+            labels = [example["label"] for example in examples]
+        batch.update({f"candidate_{key}": value for key, value in candidates.items()})
+        batch["labels"] = torch.tensor(labels)
+        return batch
+
+    def encode_histories(self, histories: list[list[str]]) -> dict[str, torch.Tensor]:
+        """Dual scoring: history texts (titles oldest first), the oldest tokens dropped first."""
+        return self._encode_single([self.prompt.history(titles) for titles in histories], truncation_side="left")
+
+    def encode_items(self, titles: list[str]) -> dict[str, torch.Tensor]:
+        """Dual scoring: item titles on their own (a title longer than `max_length` keeps its beginning)."""
+        return self._encode_single(titles, truncation_side="right")
+
+    def _encode_single(self, texts: list[str], truncation_side: str) -> dict[str, torch.Tensor]:
+        self.tokenizer.truncation_side = truncation_side
+        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True,
+                                 return_tensors="pt")
+        return {key: encoded[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in encoded}
 
     def _encode_pairs(self, histories: list[str], candidates: list[str]) -> dict[str, torch.Tensor]:
         encoded = self.tokenizer(histories, candidates, truncation="only_first", max_length=self.max_length,

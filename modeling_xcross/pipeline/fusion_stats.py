@@ -1,6 +1,6 @@
 """How much each source domain draws on the others, layer by layer, in a trained X-Cross: the mean |z| of the
 cross-domain scales and interaction weights (`forward(output_fusion_weights=True)`) over the non-padding tokens of a
-sample of test prompts."""
+sample of test prompts (with dual scoring, the history prompts)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from .candidates import eval_lists_for
 from .data import load_domain, split_users
-from .models import collator_for, load_trained_model
+from .models import collator_for, load_trained_model, model_scoring
 from .samples import EvalSamples
 
 
@@ -24,7 +24,7 @@ def fusion_contributions(model_dir: str | Path, data_dir: str | Path, domain_nam
     path = Path(model_dir) / f"eval_{domain_name}_test" / f"candidates_test_{len(chosen)}users_seed{seed}.json"
     path.parent.mkdir(exist_ok=True)
     samples = EvalSamples(domain, eval_lists_for(domain, "test", chosen, seed, path))
-    collator = collator_for(backbone, max_length, domain.titles.values())
+    collator = collator_for(backbone, max_length, domain.titles.values(), model_scoring(model))
     totals, tokens = None, 0
     for start in range(0, len(samples), batch_size):
         batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])

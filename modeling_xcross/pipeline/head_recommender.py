@@ -18,7 +18,7 @@ from ..checkpoint import atomic_save_dir
 from ..families import family_for
 from ..modeling_xcross import load_base_model
 from ..packaged_models import canonical_model_name
-from .lora_recommender import LoraRecommender, RecommenderConfig, load_peft_adapter
+from .lora_recommender import LoraRecommender, RecommenderConfig, load_peft_adapter, recommender_config
 
 HEAD_RECOMMENDER_KIND = "head-recommender"
 MERGED_ADAPTER = "merged_sources"
@@ -52,13 +52,13 @@ class HeadRecommender(LoraRecommender):
         return list(self.config.merged_from or [])
 
     @classmethod
-    def create(cls, backbone: str, merged_from: list[Path] = (), seed: int = 0) -> "HeadRecommender":
+    def create(cls, backbone: str, merged_from: list[Path] = (), seed: int = 0, **scoring) -> "HeadRecommender":
         torch.manual_seed(seed)
         backbone = canonical_model_name(backbone)
         encoder = merge_sources(backbone, list(merged_from)) if merged_from else load_base_model(backbone)
         base = encoder.get_base_model() if isinstance(encoder, PeftModel) else encoder
-        config = RecommenderConfig(backbone=backbone, pooling=family_for(base.config.model_type).default_pooling,
-                                   kind=HEAD_RECOMMENDER_KIND, merged_from=[str(source) for source in merged_from])
+        config = recommender_config(backbone, base.config.model_type, kind=HEAD_RECOMMENDER_KIND,
+                                    merged_from=[str(source) for source in merged_from], **scoring)
         return cls(config, encoder)
 
     @classmethod

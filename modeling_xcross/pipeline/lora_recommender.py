@@ -26,7 +26,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from ..adapters import PEFT_PREFIX, load_lora_adapter
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
-from ..head import RecommendationHead, check_inputs, pooled_positions
+from ..head import RecommendationHead, SimilarityHead, check_inputs, pool_hidden_states, score_candidates
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
 from ..packaged_models import canonical_model_name
 
@@ -57,15 +57,25 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str
 
 @strict
 class RecommenderConfig(PreTrainedConfig):
-    """A recommender on a frozen base: its backbone (Hub id or path), pooling, kind, and the adapters merged into
-    its encoder (head-only baselines)."""
+    """A recommender on a frozen base: its backbone (Hub id or path), scoring form and pooling (as in
+    `XCrossConfig`), kind, and the adapters merged into its encoder (head-only baselines)."""
 
     model_type = "xcross-recommender"
 
     backbone: str | None = None
+    scoring: str = "cross"
     pooling: str = "cls"
+    temperature: float | int = 0.05
     kind: str = LORA_RECOMMENDER_KIND
     merged_from: list[str] | None = None
+
+
+def recommender_config(backbone: str, model_type: str, scoring: str = "cross", pooling: str | None = None,
+                       temperature: float = 0.05, **settings) -> RecommenderConfig:
+    """The config of a new recommender, with pooling resolved as `XCrossConfig.pooling_for` does, so that a
+    recommender and X-Cross over its adapter pool alike."""
+    pooling = pooling or ("mean" if scoring == "dual" else family_for(model_type).default_pooling)
+    return RecommenderConfig(backbone=backbone, scoring=scoring, pooling=pooling, temperature=temperature, **settings)
 
 
 class LoraRecommender(PreTrainedModel):
@@ -79,7 +89,8 @@ class LoraRecommender(PreTrainedModel):
         super().__init__(config)
         self.peft_model = peft_model
         encoder = peft_model.get_base_model() if isinstance(peft_model, PeftModel) else peft_model
-        self.head = RecommendationHead(encoder.config.hidden_size)
+        self.head = (SimilarityHead(config.temperature) if config.scoring == "dual"
+                     else RecommendationHead(encoder.config.hidden_size))
         self.post_init()
         # What save_pretrained leaves out and a Trainer checkpoint therefore lacks: everything but what trains.
         self._keys_to_ignore_on_save = {key for key in self.state_dict() if not self.is_trained(key)}
@@ -100,17 +111,22 @@ class LoraRecommender(PreTrainedModel):
     def pooling(self) -> str:
         return self.config.pooling
 
+    @property
+    def scoring(self) -> str:
+        return self.config.scoring
+
     @classmethod
     def create(cls, backbone: str, r: int = 8, lora_alpha: int = 16, target_modules: list[str] | None = None,
-               seed: int = 0) -> "LoraRecommender":
-        """A fresh recommender: new LoRA (query/value of the family by default) and head, seeded."""
+               seed: int = 0, **scoring) -> "LoraRecommender":
+        """A fresh recommender: new LoRA (query/value of the family by default) and head, seeded; `scoring` holds
+        `scoring`, `pooling` and `temperature` (see `XCrossConfig`)."""
         torch.manual_seed(seed)
         backbone = canonical_model_name(backbone)
         base = load_base_model(backbone)
         family = family_for(base.config.model_type)
         targets = list(target_modules or family.default_target_modules)
         lora = LoraConfig(r=r, lora_alpha=lora_alpha, target_modules=targets, lora_dropout=0.0)
-        return cls(RecommenderConfig(backbone=backbone, pooling=family.default_pooling), get_peft_model(base, lora))
+        return cls(recommender_config(backbone, base.config.model_type, **scoring), get_peft_model(base, lora))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "LoraRecommender":
@@ -149,15 +165,19 @@ class LoraRecommender(PreTrainedModel):
             raise ValueError(f"{source} does not match this recommender: unexpected keys {result.unexpected_keys[:4]}, "
                              f"missing trained keys {missing[:4]}; it was saved from another model.")
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        check_inputs(input_ids, attention_mask, token_type_ids, labels)
-        candidates_shape = input_ids.shape[:-1]
-        flat = input_ids.reshape(-1, input_ids.shape[-1])
-        mask = torch.ones_like(flat) if attention_mask is None else attention_mask.reshape(flat.shape)
-        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids.reshape(flat.shape)}
-        hidden = self.peft_model(input_ids=flat, attention_mask=mask, **kwargs).last_hidden_state
-        pooled = hidden[torch.arange(flat.shape[0], device=hidden.device), pooled_positions(mask, self.pooling)]
-        logits = self.head(pooled).view(candidates_shape)
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """Pooled representations `(sequences, d)` of 2-D inputs."""
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.peft_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        return pool_hidden_states(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, candidate_input_ids=None,
+                candidate_attention_mask=None, candidate_token_type_ids=None, labels=None):
+        check_inputs(self.scoring, input_ids, attention_mask, token_type_ids, candidate_input_ids,
+                     candidate_attention_mask, candidate_token_type_ids, labels)
+        logits = score_candidates(self.encode, self.scoring, self.head, input_ids, attention_mask, token_type_ids,
+                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return XCrossRecommendationOutput(loss=loss, logits=logits)
 

@@ -54,9 +54,15 @@ def build_xcross(backbone: str, sources: list[Path], **config_overrides) -> XCro
                                                            **config_overrides)
 
 
-def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int) -> HeadRecommender:
+def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int, **scoring) -> HeadRecommender:
     """A head on the frozen base, or on the base with `merge_sources` merged into one adapter."""
-    return HeadRecommender.create(check_sources(backbone, merge_sources, "--merge-sources"), merge_sources, seed)
+    return HeadRecommender.create(check_sources(backbone, merge_sources, "--merge-sources"), merge_sources, seed,
+                                  **scoring)
+
+
+def model_scoring(model) -> str:
+    """The scoring form of a loaded model: an X-Cross config field, a recommender attribute."""
+    return model.config.scoring if isinstance(model, XCrossForSequentialRecommendation) else model.scoring
 
 
 def load_trained_model(directory: Path):
@@ -80,15 +86,17 @@ def load_trained_model(directory: Path):
                         "`xcross train-adapter`, `train-head` or `train` run.")
 
 
-def collator_for(backbone: str, max_length: int, titles: Iterable[str]) -> RecommendationCollator:
-    """The collator matching the backbone (text pairs for encoders, one text for decoders), after checking that
-    `max_length` fits every candidate of `titles` with some history, so no prompt fails or loses its candidate."""
+def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring: str = "cross") -> RecommendationCollator:
+    """The collator matching the backbone and scoring form (cross prompts: text pairs for encoders, one text for
+    decoders), after checking that `max_length` fits every candidate of `titles` (with some history in a cross
+    prompt), so no prompt fails or loses its candidate."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
-    collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length)
+    collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring)
     required = collator.required_length(titles)
     if max_length < required:
-        raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain with "
-                         f"one history token takes {required} tokens; pass --max-length {required} or more.")
+        raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain "
+                         f"{'alone' if scoring == 'dual' else 'with one history token'} takes {required} tokens; pass "
+                         f"--max-length {required} or more.")
     return collator

@@ -15,9 +15,10 @@ from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
+from .dual_encoding import dual_scores
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
-from .models import build_head_recommender, build_xcross, collator_for, load_trained_model
+from .models import build_head_recommender, build_xcross, collator_for, load_trained_model, model_scoring
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
@@ -58,6 +59,9 @@ class RunSettings:
     seed: int = 42
     beta: float = 1.0  # X-Cross refine step (`train` only)
     gamma: float = 1.0
+    scoring: str = "cross"  # the value runs recorded before dual scoring existed had
+    pooling: str | None = None
+    train_positions: str = "last"
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -89,6 +93,10 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
 def score(model, collator, samples, batch_size: int) -> dict[str, float]:
     """Ranking metrics of `model` on fixed candidate lists."""
     model.eval()
+    if collator.scoring == "dual":
+        examples = [samples[index] for index in range(len(samples))]
+        return load_ranking_metric().compute(predictions=dual_scores(model, collator, examples).numpy(),
+                                             references=[example["label"] for example in examples])
     scores, labels = [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
         batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])
@@ -111,13 +119,14 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
 def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
+    scoring = {"scoring": settings.scoring, "pooling": settings.pooling}
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
-                            max_length=settings.max_length)
+                            max_length=settings.max_length, **scoring)
     if settings.command == "train-head":
-        return build_head_recommender(settings.backbone, sources, settings.seed)
+        return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
-                                  seed=settings.seed)
+                                  seed=settings.seed, **scoring)
 
 
 def train(settings: RunSettings, callbacks=()) -> dict:
@@ -133,7 +142,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         raise DataError(f"Domain {settings.domain} has no usable test user to evaluate on.")
     print(f"[data] users: {len(users['train'])} train, {len(users['validation'])} validation, "
           f"{len(users['test'])} test")
-    collator = collator_for(settings.backbone, settings.max_length, domain.titles.values())
+    collator = collator_for(settings.backbone, settings.max_length, domain.titles.values(), settings.scoring)
     model = build_model(settings)
     # Only now that the inputs are known to be usable does the output dir record this run.
     resume_from = prepare_output_dir(settings)
@@ -143,7 +152,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
-    samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed)
+    samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
+                           positions=settings.train_positions, in_batch=settings.scoring == "dual")
     trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
                            [ExactResume(samples), *callbacks])
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
@@ -180,7 +190,7 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     model, backbone = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
     print(domain.summary())
-    collator = collator_for(backbone, max_length, domain.titles.values())
+    collator = collator_for(backbone, max_length, domain.titles.values(), model_scoring(model))
     users = split_users(domain, val_users, seed, max_test_users=max_eval_users)
     chosen = users[split][:max_eval_users]
     if not chosen:

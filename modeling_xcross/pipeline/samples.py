@@ -1,8 +1,9 @@
 """Torch datasets of (history titles, candidate titles, label) examples, leave-last-out.
 
 `TrainSamples` draws fresh negatives every epoch (the Trainer calls `set_epoch`), as a pure function of
-(seed, epoch, index) so a resumed run sees exactly the negatives of an uninterrupted one. `EvalSamples` serves
-the stored candidate lists.
+(seed, epoch, index) so a resumed run sees exactly the negatives of an uninterrupted one. With
+`positions="all"` every position t >= 1 of a train history is an example (item t predicted from the items before
+it), not only the last. `EvalSamples` serves the stored candidate lists.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from .candidates import candidate_list
 from .data import DomainData
 
 
+TRAIN_POSITIONS = ("last", "all")
+
+
 def _example(domain: DomainData, history: list[int], candidates: list[int], label: int) -> dict:
     return {
         "history": [domain.titles[item] for item in history[:-1]],
@@ -24,22 +28,34 @@ def _example(domain: DomainData, history: list[int], candidates: list[int], labe
 
 
 class TrainSamples(Dataset):
-    def __init__(self, domain: DomainData, users: list[str], num_negatives: int, seed: int):
-        self.domain, self.users, self.num_negatives, self.seed = domain, users, num_negatives, seed
+    """`in_batch` marks the examples so the dual-scoring collator pools every example's candidates."""
+
+    def __init__(self, domain: DomainData, users: list[str], num_negatives: int, seed: int, positions: str = "last",
+                 in_batch: bool = False):
+        if positions not in TRAIN_POSITIONS:
+            raise ValueError(f"positions must be one of {TRAIN_POSITIONS}, got {positions!r}.")
+        self.domain, self.num_negatives, self.seed, self.in_batch = domain, num_negatives, seed, in_batch
         self.items = domain.item_ids
+        # (user, length of the history prefix whose last item is the target)
+        self.examples = [(user, end) for user in users
+                         for end in (range(2, len(domain.train[user]) + 1) if positions == "all"
+                                     else [len(domain.train[user])])]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.users)
+        return len(self.examples)
 
     def __getitem__(self, index: int) -> dict:
-        history = self.domain.train[self.users[index]]
+        user, end = self.examples[index]
+        history = self.domain.train[user]
         rng = random.Random(f"{self.seed}-{self.epoch}-{index}")
-        candidates, label = candidate_list(rng, self.items, history, self.num_negatives)
-        return _example(self.domain, history, candidates, label)
+        # Negatives avoid the user's whole history, also the items after this position.
+        candidates, label = candidate_list(rng, self.items, history, self.num_negatives, target=history[end - 1])
+        example = _example(self.domain, history[:end], candidates, label)
+        return {**example, "in_batch": True} if self.in_batch else example
 
 
 class EvalSamples(Dataset):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 
+from .dual_encoding import dual_scores
 from .metrics import compute_metrics
 
 
@@ -27,6 +28,28 @@ def weights_digest(model: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.float().numpy().tobytes())
     return digest.hexdigest()
+
+
+class RecommenderTrainer(Trainer):
+    """The plain Trainer, with dual-scoring evaluation that encodes every distinct title once."""
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Dual scoring evaluates with every distinct title encoded once (`dual_scores`); cross scoring as usual."""
+        if getattr(self.data_collator, "scoring", None) != "dual":
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        examples = [dataset[index] for index in range(len(dataset))]
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        scores = dual_scores(model.eval(), self.data_collator, examples)
+        model.train(was_training)
+        labels = torch.tensor([example["label"] for example in examples])
+        metrics = {"loss": torch.nn.functional.cross_entropy(scores, labels).item(),
+                   **compute_metrics(EvalPrediction(predictions=scores.numpy(), label_ids=labels.numpy()))}
+        metrics = {f"{metric_key_prefix}_{key}": value for key, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval_batch_size: int,
@@ -66,8 +89,8 @@ def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval
 
 
 def make_trainer(model, args: TrainingArguments, train_dataset, eval_dataset, collator, patience: int,
-                 callbacks=()) -> Trainer:
-    return Trainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                 callbacks=()) -> RecommenderTrainer:
+    return RecommenderTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                               data_collator=collator, compute_metrics=compute_metrics,
                               callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), *callbacks])
 
