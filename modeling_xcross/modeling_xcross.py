@@ -387,12 +387,11 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         return hidden_states.view(n, sequences, seq_len, -1), all_hidden_states, all_fusion_weights
 
     def pool_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`: pool each stream, mix them
-        with the domain weights w, then apply the base's final norm."""
-        pooled_streams = pool_hidden_states(streams, attention_mask, self.pooling)
-        pooled = torch.einsum("n,nsd->sd", self.domain_weights.to(pooled_streams.dtype), pooled_streams)
+        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`, in the paper's order: mix the
+        streams per token with the domain weights w, apply the base's final norm, then pool."""
+        mixed = torch.einsum("n,nstd->std", self.domain_weights.to(streams.dtype), streams)
         final_norm = self.family.final_norm(self.backbone)
-        return pooled if final_norm is None else final_norm(pooled)
+        return pool_hidden_states(mixed if final_norm is None else final_norm(mixed), attention_mask, self.pooling)
 
     # ---------------------------------------------------------------------------------------------- accounting
 

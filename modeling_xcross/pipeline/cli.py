@@ -29,6 +29,7 @@ from .samples import TRAIN_POSITIONS
 # Chosen on validation users (docs/results.md, "Choosing the defaults").
 DEFAULT_SCORING = "dual"
 DEFAULT_TRAIN_POSITIONS = "all"
+DEFAULT_FUSION_LEARNING_RATE = 1e-5
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions are bugs and keep their traceback. DataError, ModelDirError and OutputDirError are ValueErrors.
@@ -115,6 +116,12 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                              "a pooler and score head; default: %(default)s")
     parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
                         help="token pooling; default: mean for dual scoring, else cls (encoders) / last (decoders)")
+    parser.add_argument("--temperature", type=_positive_float, default=0.05,
+                        help="initial temperature of dual scoring (cosine / temperature; learned); default: "
+                             "%(default)s")
+    parser.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=False,
+                        help="dual scoring: every example's candidates are negatives of the others in its batch "
+                             "(besides its own --train-negatives); default: %(default)s")
     parser.add_argument("--train-positions", choices=TRAIN_POSITIONS, default=DEFAULT_TRAIN_POSITIONS,
                         help="all: every position of a train history is an example (the item predicted from the "
                              "items before it); last: only the last item; default: %(default)s")
@@ -137,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     xcross.add_argument("--sources", required=True, nargs="+", type=Path,
                         help="output directories of `xcross train-adapter` runs on the same --backbone")
     _common(xcross)
+    xcross.add_argument("--fusion-learning-rate", type=_positive_float, default=DEFAULT_FUSION_LEARNING_RATE,
+                        help="learning rate of the fusion heads (the rest trains at --learning-rate): z sums n * d "
+                             "products, so the rate that suits a LoRA weight moves z hundreds of times as far; "
+                             "default: %(default)s")
     xcross.add_argument("--beta", type=_finite_float, default=1.0,
                         help="weight of the cross-domain scaling term of the refine step; default: %(default)s")
     xcross.add_argument("--gamma", type=_finite_float, default=1.0,
@@ -194,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate, max_length=args.max_length, lora_r=getattr(args, "lora_r", 8),
             lora_alpha=getattr(args, "lora_alpha", 16), patience=args.patience, save_steps=args.save_steps,
             seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0),
-            scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions)
+            scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions,
+            in_batch_negatives=args.in_batch_negatives, temperature=args.temperature,
+            fusion_learning_rate=getattr(args, "fusion_learning_rate", None))
         train(settings)
     except USER_ERRORS as error:
         if args.debug:

@@ -62,6 +62,9 @@ class RunSettings:
     scoring: str = "cross"  # the value runs recorded before dual scoring existed had
     pooling: str | None = None
     train_positions: str = "last"
+    in_batch_negatives: bool = False
+    fusion_learning_rate: float | None = None  # X-Cross fusion heads (`train` only); None: --learning-rate
+    temperature: float = 0.05
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -119,7 +122,7 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
 def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
-    scoring = {"scoring": settings.scoring, "pooling": settings.pooling}
+    scoring = {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature}
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
                             max_length=settings.max_length, **scoring)
@@ -153,9 +156,10 @@ def train(settings: RunSettings, callbacks=()) -> dict:
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
     samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
-                           positions=settings.train_positions, in_batch=settings.scoring == "dual")
+                           positions=settings.train_positions,
+                           in_batch=settings.scoring == "dual" and settings.in_batch_negatives)
     trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
-                           [ExactResume(samples), *callbacks])
+                           [ExactResume(samples), *callbacks], fusion_learning_rate=settings.fusion_learning_rate)
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
         raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
                              f"delete the checkpoint-* directories in {output_dir} to restart the run.")

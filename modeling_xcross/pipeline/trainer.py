@@ -31,7 +31,34 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 class RecommenderTrainer(Trainer):
-    """The plain Trainer, with dual-scoring evaluation that encodes every distinct title once."""
+    """The plain Trainer, with dual-scoring evaluation that encodes every distinct title once, and an optional own
+    learning rate for X-Cross's fusion heads.
+
+    Why the fusion heads may need a smaller rate: z = W [h_1; ...; h_n] sums n * d products, so one Adam step of size
+    lr on every entry of W moves z by up to lr * sum |h|, hundreds of times the step of a LoRA weight; the refine step
+    then multiplies the streams by 1 + gamma * z in every block, and a large lr sends them (and the loss) off.
+    """
+
+    def __init__(self, *args, fusion_learning_rate: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fusion_learning_rate = fusion_learning_rate
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the fusion heads in param groups of their own at `fusion_learning_rate`."""
+        optimizer = super().create_optimizer(model)
+        if self.fusion_learning_rate is None:
+            return optimizer
+        model = self.model if model is None else model
+        fusion = {id(parameter) for name, parameter in model.named_parameters() if ".fusion_head." in name}
+        groups = []
+        for group in optimizer.param_groups:
+            for in_fusion in (False, True):
+                params = [parameter for parameter in group["params"] if (id(parameter) in fusion) == in_fusion]
+                if params:
+                    groups.append({**group, "params": params,
+                                   **({"lr": self.fusion_learning_rate} if in_fusion else {})})
+        optimizer.param_groups[:] = groups
+        return optimizer
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Dual scoring evaluates with every distinct title encoded once (`dual_scores`); cross scoring as usual."""
@@ -89,10 +116,11 @@ def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval
 
 
 def make_trainer(model, args: TrainingArguments, train_dataset, eval_dataset, collator, patience: int,
-                 callbacks=()) -> RecommenderTrainer:
+                 callbacks=(), fusion_learning_rate: float | None = None) -> RecommenderTrainer:
     return RecommenderTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
                               data_collator=collator, compute_metrics=compute_metrics,
-                              callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), *callbacks])
+                              callbacks=[EarlyStoppingCallback(early_stopping_patience=patience), *callbacks],
+                              fusion_learning_rate=fusion_learning_rate)
 
 
 def check_ranks_agree(model: torch.nn.Module) -> list[str]:
