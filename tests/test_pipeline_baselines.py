@@ -107,3 +107,51 @@ def test_recommenders_reload_in_one_call_and_legacy_runs_still_load(run, adapter
         assert type(legacy) is cls
         torch.testing.assert_close(legacy(input_ids).logits, expected, atol=0, rtol=0)
     assert not torch.equal(expected[:, 0], expected[:, 1]), "inputs that score differently"
+
+
+def test_baselines_score_the_trained_models_lists(adapters, data_dir, tiny_backbone, tmp_path):
+    from modeling_xcross.pipeline.baselines import popularity_scores
+    from modeling_xcross.pipeline.data import load_domain, split_users
+    from modeling_xcross.pipeline.metrics import load_ranking_metric
+
+    options = dict(zip(SMALL[::2], SMALL[1::2]))
+    common = ["--data-dir", str(data_dir), "--domain", "Toys", "--backbone", str(tiny_backbone),
+              *[item for key in ("--max-train-users", "--val-users", "--max-eval-users", "--max-length", "--seed")
+                for item in (key, options[key])]]
+    for method in ("popularity", "similarity", "random"):
+        assert main(["baseline", "--method", method, "--output-dir", str(tmp_path / method), *common]) == 0
+    trained_lists = next((adapters / "toys").glob("candidates_test_*.json")).read_text()
+    for method in ("popularity", "similarity", "random"):
+        assert next((tmp_path / method).glob("candidates_test_*.json")).read_text() == trained_lists
+        metrics = json.loads((tmp_path / method / "metrics.json").read_text())
+        assert set(METRIC_KEYS) <= set(metrics) and metrics["trainable_parameters"] == 0
+    # Popularity by hand: counts over the 16 train users' histories, ties against the true item.
+    domain = load_domain(data_dir, "Toys")
+    users = split_users(domain, int(options["--val-users"]), int(options["--seed"]), 16, 6)
+    lists = json.loads(trained_lists)["lists"]
+    counts = {item: sum(history.count(item) for history in (domain.train[user] for user in users["train"]))
+              for entry in lists for item in entry["candidates"]}
+    scores = popularity_scores(domain, users["train"], lists)
+    assert scores.tolist() == [[counts[item] for item in entry["candidates"]] for entry in lists]
+    expected = load_ranking_metric().compute(predictions=scores, references=[entry["label"] for entry in lists])
+    popularity = json.loads((tmp_path / "popularity" / "metrics.json").read_text())
+    assert {key: popularity[key] for key in METRIC_KEYS} == pytest.approx({key: expected[key] for key in METRIC_KEYS})
+
+
+def test_untrained_dual_recommender_scores_like_the_similarity_baseline(data_dir, tiny_backbone, tmp_path):
+    """A fresh dual LoRA recommender (PEFT's B = 0) scores exactly what the similarity baseline scores: training
+    starts from the baseline."""
+    from modeling_xcross.pipeline.baselines import similarity_scores
+    from modeling_xcross.pipeline.candidates import build_eval_lists
+    from modeling_xcross.pipeline.data import load_domain
+    from modeling_xcross.pipeline.dual_encoding import dual_scores
+    from modeling_xcross.pipeline.models import collator_for
+    from modeling_xcross.pipeline.samples import EvalSamples
+
+    domain = load_domain(data_dir, "Tools")
+    samples = EvalSamples(domain, build_eval_lists(domain, "test", sorted(domain.test)[:5], seed=1))
+    fresh = LoraRecommender.create(str(tiny_backbone), scoring="dual").eval()
+    examples = [samples[index] for index in range(len(samples))]
+    collator = collator_for(str(tiny_backbone), 48, domain.titles.values(), "dual")
+    torch.testing.assert_close(torch.from_numpy(similarity_scores(str(tiny_backbone), samples, 48)),
+                               dual_scores(fresh, collator, examples), atol=1e-4, rtol=1e-4)

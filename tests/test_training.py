@@ -104,3 +104,21 @@ def test_integrator_size_against_lora(tiny, names):
         assert size.fusion_weights == 0
     with pytest.raises(ValueError, match="match no linear"):
         model.integrator_size(lora_target_modules=["no_such_module"])
+
+
+def test_fusion_heads_train_at_their_own_learning_rate(tiny, tmp_path):
+    from transformers import TrainingArguments
+
+    from modeling_xcross.pipeline.trainer import RecommenderTrainer
+
+    model = build(tiny)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none", use_cpu=True)
+    optimizer = RecommenderTrainer(model=model, args=args, fusion_learning_rate=1e-5).create_optimizer()
+    by_rate = {}
+    for group in optimizer.param_groups:
+        by_rate.setdefault(group["lr"], set()).update(id(parameter) for parameter in group["params"])
+    fusion = {id(parameter) for head in model.fusion_heads for parameter in head.parameters()}
+    others = {id(parameter) for parameter in model.parameters() if parameter.requires_grad} - fusion
+    assert by_rate == {1e-5: fusion, 1e-3: others}
+    plain = RecommenderTrainer(model=model, args=args).create_optimizer()
+    assert {group["lr"] for group in plain.param_groups} == {1e-3}

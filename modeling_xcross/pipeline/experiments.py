@@ -23,7 +23,9 @@ from .data import DEFAULT_DATA_DIR
 from .metrics import METRIC_KEYS
 from .runs import METRICS_NAME
 
-EXPERIMENTS = ("E1", "E2", "E3", "E4")
+EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
+# Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise).
+OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature")
 # Why PEFT's X-LoRA baseline is not run, checked by hand on peft 0.21.2 with a tiny BERT and two adapters.
 XLORA_NOT_APPLICABLE = (
     "peft 0.21 XLoraModel cannot load adapters of a bare encoder or decoder: _load_adapter_into_lora_model "
@@ -89,7 +91,7 @@ class ExperimentConfig:
 class Run:
     run_id: str
     experiment: str
-    model: str  # lora, xcross, head, merged-sources, zero-shot, xlora
+    model: str  # lora, xcross, head, merged-sources, zero-shot, xlora, popularity, similarity, random
     target: str
     sources: list[str]
     fraction: float
@@ -106,7 +108,9 @@ class Run:
 
 
 def plan_runs(config: ExperimentConfig) -> list[Run]:
-    """Every run of E1-E4 for every seed, E1 first (its adapters are the sources of the others)."""
+    """Every run of E1-E5 for every seed, E1 first (its adapters are the sources of the others). E5 is the simple
+    references (`xcross baseline`): popularity at every fraction (it counts that fraction's train users), the
+    untrained backbone's similarity and a random order once."""
     scale = config.scale
     evaluation = ["--data-dir", config.data_dir, "--max-eval-users", str(scale["test_users"]), "--val-users",
                   str(scale["val_users"]), "--eval-batch-size", str(scale["eval_batch_size"]), "--max-length",
@@ -125,7 +129,21 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
                     scale["backbone"], "--max-train-users", str(users), "--epochs", str(scale["epochs"]),
                     "--batch-size", str(scale["batch_size"]), "--train-negatives", str(scale["train_negatives"]),
                     "--patience", str(scale["patience"]), "--learning-rate", str(config.learning_rates[family])]
+            for key in OPTIONAL_TRAINING_SCALE:
+                if key in scale:
+                    args += [f"--{key.replace('_', '-')}", str(scale[key])]
+            if family == "xcross" and "fusion" in config.learning_rates:
+                args += ["--fusion-learning-rate", str(config.learning_rates["fusion"])]
             return args, str(output / METRICS_NAME)
+
+        def baseline(method: str, target: str, fraction: float) -> Run:
+            percent = "" if fraction == 1.0 else f"{round(fraction * 100)}pct"
+            output = root / "-".join(filter(None, [f"{method}-{target}", percent]))
+            users = max(1, round(fraction * scale["train_users"]))
+            args = ["baseline", "--method", method, "--domain", target, "--output-dir", str(output), *evaluation,
+                    "--seed", str(seed), "--backbone", scale["backbone"], "--max-train-users", str(users)]
+            run_id = "_".join(filter(None, [f"E5_{method}_{target}", percent, f"seed{seed}"]))
+            return Run(run_id, "E5", method, target, [], fraction, seed, args, str(output / METRICS_NAME))
 
         for domain in domains:
             args, metrics = training("train-adapter", "lora", Path(adapter(domain)))
@@ -168,6 +186,8 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
                             seed, [*args, "--domain", target, "--merge-sources", *source_dirs], metrics, needs))
             runs.append(Run(f"E4_xlora_{target}_seed{seed}", "E4", "xlora", target, sources, 1.0, seed,
                             not_applicable=XLORA_NOT_APPLICABLE))
+            runs += [baseline("popularity", target, fraction) for fraction in sorted(config.fractions)]
+            runs += [baseline(method, target, 1.0) for method in ("similarity", "random")]
     return runs
 
 

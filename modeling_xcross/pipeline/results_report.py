@@ -12,7 +12,7 @@ from .experiments import DEFAULT_REFINE, ExperimentConfig
 from .metrics import METRIC_KEYS
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
-TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora")
+TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", "similarity", "popularity", "random")
 
 
 def load_records(records_dir: str | Path) -> list[dict]:
@@ -31,7 +31,9 @@ def row_label(record: dict) -> str:
             "lora": f"LoRA on {record['target']} (E1)",
             "zero-shot": f"{sources} LoRA, zero-shot", "head": "Head only (frozen base)",
             "merged-sources": f"Merged {sources} adapters (cat, mean delta) + head",
-            "xlora": f"PEFT X-LoRA ({sources})"}[record["model"]]
+            "xlora": f"PEFT X-LoRA ({sources})",
+            "similarity": "Untrained backbone similarity (E5)", "popularity": "Popularity (E5)",
+            "random": "Random order (E5)"}[record["model"]]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -62,16 +64,18 @@ def target_table(records: list[dict], target: str) -> str:
 
 
 def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, list[float]]]:
-    """{row label: {fraction: [MRR per seed]}} of every X-Cross setting and target LoRA on `target`."""
+    """{row label: {fraction: [MRR per seed]}} of every X-Cross setting, target LoRA and popularity on `target`."""
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
-        if record["target"] == target and record["model"] in ("xcross", "lora") and record["status"] == "done":
+        if (record["target"] == target and record["model"] in ("xcross", "lora", "popularity")
+                and record["status"] == "done"):
             curves[row_label(record)][record["fraction"]].append(record["metrics"]["mrr"])
     return curves
 
 
 def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
-    """MRR against the fraction of target train users, X-Cross and target LoRA; False when there is nothing to plot."""
+    """MRR against the fraction of target train users, X-Cross, target LoRA and popularity; False when there is
+    nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
