@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoModel, Cache, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, cached_file
 from transformers.utils.hub import extract_commit_hash
@@ -27,6 +27,7 @@ from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, matches_target
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
+from .shared_prefix import shared_prefix_logits
 
 logger = logging.getLogger(__name__)
 
@@ -290,6 +291,42 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                                             fusion_weights=all_fusion_weights)
         return output if return_dict else output.to_tuple()
 
+    @property
+    def supports_shared_prefix(self) -> bool:
+        """Whether `score_shared_prefix` applies: a decoder backbone, scoring (history, candidate) prompts."""
+        # The dual scoring mode (issue 12) encodes history and candidates apart: there is no shared prompt prefix.
+        return self.family.cached_block_kwargs is not None and getattr(self.config, "scoring", "cross") == "cross"
+
+    def score_shared_prefix(
+        self,
+        prefix_input_ids: torch.LongTensor,
+        prefix_attention_mask: torch.Tensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        prefix_index: torch.LongTensor,
+        labels: torch.LongTensor | None = None,
+    ) -> XCrossRecommendationOutput:
+        r"""
+        The scores `forward` gives the full prompts, computed with every distinct history prefix run once (decoder
+        backbones; see `modeling_xcross/shared_prefix.py`). `RecommendationCollator.shared_prefix_batch` builds the
+        arguments.
+
+        Args:
+            prefix_input_ids, prefix_attention_mask (`(num_prefixes, prefix_len)`): The distinct prompt prefixes
+                (everything before the candidate), right-padded.
+            input_ids, attention_mask (`(batch, num_candidates, cont_len)`): The rest of each prompt, right-padded.
+            prefix_index (`torch.LongTensor` of shape `(batch, num_candidates)`): The prefix each prompt continues.
+            labels (`torch.LongTensor` of shape `(batch,)`): Index of the true candidate of each example.
+        """
+        if not self.supports_shared_prefix:
+            raise ValueError(f"score_shared_prefix needs a decoder backbone scoring (history, candidate) prompts; this "
+                             f"model has a {self.family.name} backbone and scoring="
+                             f"{getattr(self.config, 'scoring', 'cross')!r}. Call the model on the full prompts.")
+        logits = shared_prefix_logits(self, prefix_input_ids, prefix_attention_mask, input_ids, attention_mask,
+                                      prefix_index)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return XCrossRecommendationOutput(loss=loss, logits=logits)
+
     def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
         """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
         near-equal passes whose widest activation stays within `cpu_pass_bytes`."""
@@ -301,14 +338,21 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         passes = -(-sequences // largest_pass)
         return max(1, -(-sequences // passes))
 
-    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights):
+    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights,
+                     cache: Cache | None = None, position_ids: torch.Tensor | None = None):
         """Embed once, run the n stacked streams through every block; `(n, sequences, seq_len, d)` and the
-        requested per-block outputs."""
+        requested per-block outputs. With a `cache` (decoders), the blocks append the streams' keys and values to it
+        and the tokens continue the cached ones (`attention_mask` then covers both, see `shared_prefix.py`)."""
         n = self.num_streams
         sequences, seq_len = input_ids.shape
         embeddings = self.family.embed(self.backbone, input_ids, token_type_ids)
         hidden_states = embeddings.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * sequences, seq_len, -1)
-        block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
+        if cache is None:
+            block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
+        else:
+            positions = position_ids.repeat(n, 1) if position_ids is not None else None
+            block_kwargs = self.family.cached_block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1),
+                                                           positions, cache)
 
         all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else ()
         all_fusion_weights = ()

@@ -1,0 +1,111 @@
+"""Shared-prefix scoring against the plain fused forward on a decoder backbone: one user's 30 candidates.
+
+    python -m benchmarks.shared_prefix --quick                                # small random Llama, seconds
+    python -m benchmarks.shared_prefix --base models/smollm2-135m-instruct    # SmolLM2-135M (conversion.gguf_to_hf)
+
+The prompts are random token ids shaped like the Tools domain's decoder prompts under SmolLM2's tokenizer: a
+history prefix of `--prefix-tokens` tokens (Tools test users: median 93, everything before the candidate) and
+candidates of 12 to 27 tokens (their 10th to 90th percentile), right-padded as the collator pads them, no
+truncation. Both ways score the same prompts with the same X-Cross model (n rank-8 adapters with random
+non-zero weights), forward only, round-robin within each round (`benchmarks.measure.median_times`). The last line,
+`shared-prefix speedup: N.NN x`, is the plain time over the shared-prefix time; the largest score difference
+between the two is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.backbones import BACKBONES, prepare_backbone, write_adapters
+from benchmarks.measure import median_times
+from modeling_xcross import XCrossForSequentialRecommendation
+from modeling_xcross.families import LLAMA_FAMILY
+
+
+def make_prompts(users: int, candidates: int, prefix_tokens: int, candidate_tokens: tuple[int, int],
+                 vocab_size: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The same random prompts as the plain forward's full prompts and as `score_shared_prefix`'s arguments."""
+    generator = torch.Generator().manual_seed(0)
+    prefixes = torch.randint(3, vocab_size, (users, prefix_tokens), generator=generator)
+    lengths = torch.randint(candidate_tokens[0], candidate_tokens[1] + 1, (users, candidates), generator=generator)
+    continuation = torch.randint(3, vocab_size, (users, candidates, candidate_tokens[1]), generator=generator)
+    continuation_mask = (torch.arange(candidate_tokens[1]) < lengths.unsqueeze(-1)).long()
+    continuation[continuation_mask == 0] = 0
+    plain = {"input_ids": torch.cat([prefixes.unsqueeze(1).expand(-1, candidates, -1), continuation], dim=-1),
+             "attention_mask": torch.cat([torch.ones(users, candidates, prefix_tokens, dtype=torch.long),
+                                          continuation_mask], dim=-1)}
+    shared = {"prefix_input_ids": prefixes, "prefix_attention_mask": torch.ones_like(prefixes),
+              "input_ids": continuation, "attention_mask": continuation_mask,
+              "prefix_index": torch.arange(users).unsqueeze(1).expand(-1, candidates)}
+    return plain, shared
+
+
+def build_model(args, scratch: Path) -> tuple[XCrossForSequentialRecommendation, int]:
+    """X-Cross over `--streams` random adapters of `--base` (a local decoder) or of a benchmark backbone."""
+    if args.base:
+        base_dir = args.base
+        adapters = write_adapters(base_dir, list(LLAMA_FAMILY.default_target_modules), args.streams, scratch)
+    else:
+        base_dir, adapters, _ = prepare_backbone(args.backbone, args.streams, scratch)
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained-looking integrator, so that fusion changes the scores
+        for head in model.fusion_heads:
+            head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * 0.05 / head.weight.shape[1] ** 0.5)
+    return model, model.config.base_config.vocab_size
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    decoders = sorted(name for name, (config, _) in BACKBONES.items() if config is not None and "llama" in name)
+    parser.add_argument("--backbone", choices=decoders, default="llama", help="A random benchmark decoder.")
+    parser.add_argument("--base", help="A local decoder model directory instead, e.g. models/smollm2-135m-instruct.")
+    parser.add_argument("--streams", type=int, default=2, help="n, the number of source adapters.")
+    parser.add_argument("--users", type=int, default=1)
+    parser.add_argument("--candidates", type=int, default=30)
+    parser.add_argument("--prefix-tokens", type=int, default=93)
+    parser.add_argument("--candidate-tokens", type=int, nargs=2, default=(12, 27), metavar=("MIN", "MAX"))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    parser.add_argument("--quick", action="store_true", help="2 repeats after 1 warm-up round.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats, args.warmup = 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model, vocab_size = build_model(args, Path(scratch))
+    plain, shared = make_prompts(args.users, args.candidates, args.prefix_tokens, tuple(args.candidate_tokens),
+                                 vocab_size)
+    with torch.inference_mode():
+        difference = (model(**plain).logits - model.score_shared_prefix(**shared).logits).abs().max().item()
+
+    def run(forward, inputs):
+        def job():
+            with torch.inference_mode():
+                forward(**inputs)
+        return job
+
+    times = median_times({"plain": run(model, plain), "shared": run(model.score_shared_prefix, shared)},
+                         args.repeats, args.warmup, torch.device("cpu"))
+    print(f"[shared-prefix] {args.base or args.backbone}: n={args.streams}, {args.users} user(s) x {args.candidates} "
+          f"candidates, prefix {args.prefix_tokens} tokens, candidates {args.candidate_tokens[0]}-"
+          f"{args.candidate_tokens[1]} tokens; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, median of {args.repeats}")
+    print(f"plain fused forward {times['plain']:.4f} s, shared prefix {times['shared']:.4f} s, "
+          f"max |score difference| {difference:.2e}")
+    speedup = times["plain"] / times["shared"]
+    print(f"shared-prefix speedup: {speedup:.2f} x")
+    return {"plain_s": times["plain"], "shared_prefix_s": times["shared"], "speedup": speedup,
+            "max_abs_difference": difference}
+
+
+if __name__ == "__main__":
+    main()
