@@ -41,7 +41,8 @@ def shared_prefix_logits(model, prefix_input_ids: torch.Tensor, prefix_attention
     """Scores of the continuation rows `input_ids` `(..., cont_len)`, row r continuing prefix `prefix_index[r]`.
 
     The prefixes run in passes sized as the plain forward's (`model.sequences_per_pass`); after each, the rows that
-    continue its prefixes run in passes of their own against an expanded copy of its cache.
+    continue its prefixes run, shortest first, in passes of their own against an expanded copy of its cache. Every
+    pass drops the padding columns none of its rows needs (right padding: no real token sees them).
     """
     num_prefixes, prefix_len = prefix_input_ids.shape
     rows_shape, cont_len = input_ids.shape[:-1], input_ids.shape[-1]
@@ -54,28 +55,31 @@ def shared_prefix_logits(model, prefix_input_ids: torch.Tensor, prefix_attention
     check_right_padded(attention_mask, "attention_mask")
     input_ids, attention_mask = input_ids.reshape(-1, cont_len), attention_mask.reshape(-1, cont_len)
     prefix_index = prefix_index.reshape(-1).to(input_ids.device)
-    prefix_lengths = prefix_attention_mask.sum(dim=-1)
+    prefix_lengths, cont_lengths = prefix_attention_mask.sum(dim=-1), attention_mask.sum(dim=-1)
     device = input_ids.device
 
     scores, rows_scored = [], []
     prefixes_per_pass = model.sequences_per_pass(num_prefixes, prefix_len, device=device)
     for first in range(0, num_prefixes, prefixes_per_pass):
         last = min(num_prefixes, first + prefixes_per_pass)
+        width = int(prefix_lengths[first:last].max())
+        prefix_mask = prefix_attention_mask[first:last, :width]
         cache = DynamicCache()
-        model._run_streams(prefix_input_ids[first:last], prefix_attention_mask[first:last], None, False, False,
-                           cache=cache)
+        model._run_streams(prefix_input_ids[first:last, :width], prefix_mask, None, False, False, cache=cache)
         rows = ((prefix_index >= first) & (prefix_index < last)).nonzero().squeeze(-1)
+        rows = rows[cont_lengths[rows].argsort(stable=True)]
         # The widest activation of a continuation pass is the MLP's over its own tokens, as in the plain forward.
         rows_per_pass = model.sequences_per_pass(len(rows), cont_len, device=device)
         for pass_rows in rows.split(rows_per_pass):
             local = prefix_index[pass_rows] - first
-            continuation_mask = attention_mask[pass_rows]
+            pass_len = int(cont_lengths[pass_rows].max())
+            continuation_mask = attention_mask[pass_rows, :pass_len]
             streams = model._run_streams(
-                input_ids[pass_rows],
-                torch.cat([prefix_attention_mask[first:last][local], continuation_mask], dim=-1),
+                input_ids[pass_rows, :pass_len],
+                torch.cat([prefix_mask[local], continuation_mask], dim=-1),
                 None, False, False,
                 cache=expand_prefix_cache(cache, local, last - first, model.num_streams),
-                position_ids=prefix_lengths[first:last][local].unsqueeze(-1) + torch.arange(cont_len, device=device),
+                position_ids=prefix_lengths[first:last][local].unsqueeze(-1) + torch.arange(pass_len, device=device),
             )[0]
             scores.append(model.score_streams(streams, continuation_mask))
             rows_scored.append(pass_rows)
