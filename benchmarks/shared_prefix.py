@@ -2,6 +2,7 @@
 
     python -m benchmarks.shared_prefix --quick                                # small random Llama, seconds
     python -m benchmarks.shared_prefix --base models/smollm2-135m-instruct    # SmolLM2-135M (conversion.gguf_to_hf)
+    python -m benchmarks.shared_prefix --model-dir runs/smollm2/xcross-tools --domain Tools --users 5
 
 The prompts are random token ids shaped like the Tools domain's decoder prompts under SmolLM2's tokenizer: a
 history prefix of `--prefix-tokens` tokens (Tools test users: median 93, everything before the candidate) and
@@ -10,6 +11,10 @@ truncation. Both ways score the same prompts with the same X-Cross model (n rank
 non-zero weights), forward only, round-robin within each round (`benchmarks.measure.median_times`). The last line,
 `shared-prefix speedup: N.NN x`, is the plain time over the shared-prefix time; the largest score difference
 between the two is printed too.
+
+`--model-dir` times the evaluation itself instead (`pipeline.runs.score`, tokenization included) of a trained
+X-Cross checkpoint on the first `--users` test users of a domain, with its real prompts (truncated at
+`--max-length` like the run's), with and without the shared prefix, and checks that the metrics agree.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from benchmarks.backbones import BACKBONES, prepare_backbone, write_adapters
 from benchmarks.measure import median_times
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.families import LLAMA_FAMILY
+from modeling_xcross.pipeline.candidates import eval_lists_for
+from modeling_xcross.pipeline.data import load_domain, split_users
+from modeling_xcross.pipeline.models import collator_for, load_trained_model
+from modeling_xcross.pipeline.runs import score
+from modeling_xcross.pipeline.samples import EvalSamples
 
 
 def make_prompts(users: int, candidates: int, prefix_tokens: int, candidate_tokens: tuple[int, int],
@@ -62,6 +72,48 @@ def build_model(args, scratch: Path) -> tuple[XCrossForSequentialRecommendation,
     return model, model.config.base_config.vocab_size
 
 
+class FullPrompts:
+    """A model as `runs.score` sees it without shared-prefix support: it gets the full prompts."""
+
+    def __init__(self, model: XCrossForSequentialRecommendation):
+        self.model = model
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def __call__(self, **batch):
+        return self.model(**batch)
+
+
+def time_evaluation(args) -> dict[str, float]:
+    """`runs.score` of a trained checkpoint on its domain's first test users, plain and on shared prefixes."""
+    model, backbone = load_trained_model(Path(args.model_dir))
+    domain = load_domain(args.data_dir, args.domain)
+    users = split_users(domain, 0, args.seed, max_test_users=args.users)["test"][:args.users]
+    with tempfile.TemporaryDirectory() as scratch:
+        samples = EvalSamples(domain, eval_lists_for(domain, "test", users, args.seed, Path(scratch) / "lists.json"))
+    collator = collator_for(backbone, args.max_length)
+    metrics = {}
+
+    def run(name, scored_model):
+        def job():
+            metrics[name] = score(scored_model, collator, samples, args.eval_batch_size)
+        return job
+
+    times = median_times({"plain": run("plain", FullPrompts(model)), "shared": run("shared", model)},
+                         args.repeats, args.warmup, torch.device("cpu"))
+    batch = collator.shared_prefix_batch([samples[index] for index in range(len(samples))])
+    print(f"[shared-prefix] evaluation of {args.model_dir} on {args.domain}: {len(users)} test users x 30 "
+          f"candidates, --max-length {args.max_length}, {batch['prefix_input_ids'].shape[0] / len(users):.1f} "
+          f"prefixes per user; torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"plain fused {times['plain']:.1f} s, shared prefix {times['shared']:.1f} s; MRR "
+          f"{metrics['plain']['mrr']:.4f} and {metrics['shared']['mrr']:.4f}")
+    speedup = times["plain"] / times["shared"]
+    print(f"shared-prefix speedup: {speedup:.2f} x")
+    return {"plain_s": times["plain"], "shared_prefix_s": times["shared"], "speedup": speedup,
+            "plain_metrics": metrics["plain"], "shared_prefix_metrics": metrics["shared"]}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     decoders = sorted(name for name, (config, _) in BACKBONES.items() if config is not None and "llama" in name)
@@ -76,11 +128,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     parser.add_argument("--quick", action="store_true", help="2 repeats after 1 warm-up round.")
+    parser.add_argument("--model-dir", help="Time the evaluation of this trained X-Cross checkpoint instead.")
+    parser.add_argument("--data-dir", default="../shared/data/amazon")
+    parser.add_argument("--domain", default="Tools")
+    parser.add_argument("--max-length", type=int, default=160, help="--model-dir: the run's --max-length.")
+    parser.add_argument("--eval-batch-size", type=int, default=2, help="--model-dir: users per batch.")
+    parser.add_argument("--seed", type=int, default=42, help="--model-dir: the seed of the candidate lists.")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.warmup = 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.model_dir:
+        return time_evaluation(args)
 
     with tempfile.TemporaryDirectory() as scratch:
         model, vocab_size = build_model(args, Path(scratch))

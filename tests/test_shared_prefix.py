@@ -120,3 +120,12 @@ def test_benchmark_prints_the_speedup(capsys):
                              "--candidate-tokens", "3", "8"])
     assert result["max_abs_difference"] < 1e-4 and result["speedup"] > 0
     assert f"shared-prefix speedup: {result['speedup']:.2f} x" in capsys.readouterr().out
+
+
+def test_benchmark_times_the_evaluation_of_a_checkpoint(decoder, data_dir, tmp_path, capsys):
+    build(decoder, 2).save_pretrained(tmp_path / "xcross")
+    result = benchmark_main(["--model-dir", str(tmp_path / "xcross"), "--data-dir", str(data_dir), "--domain",
+                             "Tools", "--users", "3", "--max-length", str(MAX_LENGTH), "--repeats", "1",
+                             "--warmup", "0"])
+    assert result["shared_prefix_metrics"] == pytest.approx(result["plain_metrics"])
+    assert "shared-prefix speedup:" in capsys.readouterr().out
