@@ -103,15 +103,44 @@ def time_evaluation(args) -> dict[str, float]:
     times = median_times({"plain": run("plain", FullPrompts(model)), "shared": run("shared", model)},
                          args.repeats, args.warmup, torch.device("cpu"))
     batch = collator.shared_prefix_batch([samples[index] for index in range(len(samples))])
-    print(f"[shared-prefix] evaluation of {args.model_dir} on {args.domain}: {len(users)} test users x 30 "
-          f"candidates, --max-length {args.max_length}, {batch['prefix_input_ids'].shape[0] / len(users):.1f} "
-          f"prefixes per user; torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"plain fused {times['plain']:.1f} s, shared prefix {times['shared']:.1f} s; MRR "
-          f"{metrics['plain']['mrr']:.4f} and {metrics['shared']['mrr']:.4f}")
+    return report(f"evaluation of {args.model_dir} on {args.domain}: {len(users)} test users x 30 candidates, "
+                  f"--max-length {args.max_length}, {batch['prefix_input_ids'].shape[0] / len(users):.1f} prefixes "
+                  f"per user", times, args.repeats,
+                  f"MRR {metrics['plain']['mrr']:.4f} and {metrics['shared']['mrr']:.4f}",
+                  plain_metrics=metrics["plain"], shared_prefix_metrics=metrics["shared"])
+
+
+def time_forward(args) -> dict[str, float]:
+    """The plain forward and `score_shared_prefix` on the same random prompts."""
+    with tempfile.TemporaryDirectory() as scratch:
+        model, vocab_size = build_model(args, Path(scratch))
+    plain, shared = make_prompts(args.users, args.candidates, args.prefix_tokens, tuple(args.candidate_tokens),
+                                 vocab_size)
+    with torch.inference_mode():
+        difference = (model(**plain).logits - model.score_shared_prefix(**shared).logits).abs().max().item()
+
+    def run(forward, inputs):
+        def job():
+            with torch.inference_mode():
+                forward(**inputs)
+        return job
+
+    times = median_times({"plain": run(model, plain), "shared": run(model.score_shared_prefix, shared)},
+                         args.repeats, args.warmup, torch.device("cpu"))
+    return report(f"{args.base or args.backbone}: n={args.streams}, {args.users} user(s) x {args.candidates} "
+                  f"candidates, prefix {args.prefix_tokens} tokens, candidates {args.candidate_tokens[0]}-"
+                  f"{args.candidate_tokens[1]} tokens", times, args.repeats,
+                  f"max |score difference| {difference:.2e}", max_abs_difference=difference)
+
+
+def report(setting: str, times: dict[str, float], repeats: int, comparison: str, **results) -> dict:
+    """Print the setting, both times and the speedup line; returns them with `results`."""
     speedup = times["plain"] / times["shared"]
+    print(f"[shared-prefix] {setting}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}, median of {repeats}")
+    print(f"plain fused {times['plain']:.4f} s, shared prefix {times['shared']:.4f} s, {comparison}")
     print(f"shared-prefix speedup: {speedup:.2f} x")
-    return {"plain_s": times["plain"], "shared_prefix_s": times["shared"], "speedup": speedup,
-            "plain_metrics": metrics["plain"], "shared_prefix_metrics": metrics["shared"]}
+    return {"plain_s": times["plain"], "shared_prefix_s": times["shared"], "speedup": speedup, **results}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -139,35 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         args.repeats, args.warmup = 2, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model_dir:
-        return time_evaluation(args)
-
-    with tempfile.TemporaryDirectory() as scratch:
-        model, vocab_size = build_model(args, Path(scratch))
-    plain, shared = make_prompts(args.users, args.candidates, args.prefix_tokens, tuple(args.candidate_tokens),
-                                 vocab_size)
-    with torch.inference_mode():
-        difference = (model(**plain).logits - model.score_shared_prefix(**shared).logits).abs().max().item()
-
-    def run(forward, inputs):
-        def job():
-            with torch.inference_mode():
-                forward(**inputs)
-        return job
-
-    times = median_times({"plain": run(model, plain), "shared": run(model.score_shared_prefix, shared)},
-                         args.repeats, args.warmup, torch.device("cpu"))
-    print(f"[shared-prefix] {args.base or args.backbone}: n={args.streams}, {args.users} user(s) x {args.candidates} "
-          f"candidates, prefix {args.prefix_tokens} tokens, candidates {args.candidate_tokens[0]}-"
-          f"{args.candidate_tokens[1]} tokens; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}, median of {args.repeats}")
-    print(f"plain fused forward {times['plain']:.4f} s, shared prefix {times['shared']:.4f} s, "
-          f"max |score difference| {difference:.2e}")
-    speedup = times["plain"] / times["shared"]
-    print(f"shared-prefix speedup: {speedup:.2f} x")
-    return {"plain_s": times["plain"], "shared_prefix_s": times["shared"], "speedup": speedup,
-            "max_abs_difference": difference}
-
+    return time_evaluation(args) if args.model_dir else time_forward(args)
 
 if __name__ == "__main__":
     main()
