@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 def check_right_padded(mask: torch.Tensor, name: str) -> None:
     """Positions after a shared prefix continue from its length, which holds only for right padding."""
-    if (mask[..., 1:] > mask[..., :-1]).any():
+    if (mask[..., 1:] > mask[..., :-1]).any() or not mask[..., 0].all():
         raise ValueError(f"{name} must be right-padded (ones, then zeros) with at least one token per row; build "
                          "the batch with RecommendationCollator.shared_prefix_batch.")
 

@@ -111,6 +111,10 @@ def test_encoders_and_wrong_batches_are_refused(tiny, decoder):
     left_padded = {**batch, "attention_mask": batch["attention_mask"].flip(-1)}
     with pytest.raises(ValueError, match="right-padded"):
         model.score_shared_prefix(**left_padded)
+    empty_row = batch["attention_mask"].clone()
+    empty_row[0, 0] = 0
+    with pytest.raises(ValueError, match="at least one token"):
+        model.score_shared_prefix(**{**batch, "attention_mask": empty_row})
     with pytest.raises(ValueError, match="outside"):
         model.score_shared_prefix(**{**batch, "prefix_index": batch["prefix_index"] + 100})
 
