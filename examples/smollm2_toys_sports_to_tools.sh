@@ -3,7 +3,7 @@
 # The GGUF is converted once to a regular transformers directory (conversion.gguf_to_hf), then used as --backbone.
 # Slow on CPU (about 30x MiniLM's cost per prompt): keep the user counts small. Evaluation of X-Cross runs each
 # user's history once for all 30 candidates (shared prefix, exact); --max-length 160 keeps most Tools prompts whole
-# (median 111 tokens), as truncation cuts each candidate's history differently and leaves less to share.
+# (about 111 tokens), as truncation cuts each candidate's history differently and leaves less to share.
 #   bash examples/smollm2_toys_sports_to_tools.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
