@@ -37,6 +37,13 @@ def prepare_backbone(name: str, num_adapters: int, directory: Path) -> tuple[str
         if not (directory / "base" / "config.json").exists():
             torch.manual_seed(0)
             AutoModel.from_config(config).save_pretrained(base_dir)
+    adapters = write_adapters(base_dir, targets, num_adapters, directory)
+    return base_dir, adapters, AutoConfig.from_pretrained(base_dir).vocab_size
+
+
+def write_adapters(base_dir: str, targets: list[str], num_adapters: int, directory: Path) -> dict[str, str]:
+    """`num_adapters` PEFT LoRA adapter dirs of `base_dir` in `directory` (rank 8, random non-zero A and B), each
+    seeded by its index; those `directory` already holds are kept."""
     adapters = {f"domain{index}": str(directory / f"domain{index}") for index in range(num_adapters)}
     for index, adapter_dir in enumerate(adapters.values()):
         if (Path(adapter_dir) / "adapter_config.json").exists():
@@ -46,4 +53,4 @@ def prepare_backbone(name: str, num_adapters: int, directory: Path) -> tuple[str
                                     LoraConfig(r=LORA_RANK, lora_alpha=2 * LORA_RANK, target_modules=targets,
                                                init_lora_weights=False))
         peft_model.save_pretrained(adapter_dir)
-    return base_dir, adapters, AutoConfig.from_pretrained(base_dir).vocab_size
+    return adapters

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import Cache, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+
+CachedBlockKwargs = Callable[[PreTrainedModel, torch.Tensor, torch.Tensor, torch.Tensor | None, Cache], dict]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class BackboneFamily:
         embed: `(base, input_ids, token_type_ids) -> (batch, seq_len, d)` token embeddings.
         block_kwargs: `(base, hidden_states, attention_mask) -> dict` of the keyword arguments every block takes
             (masks, positions), computed once per forward for the stacked batch.
+        cached_block_kwargs: Decoders only: `(base, hidden_states, attention_mask, position_ids, cache) -> dict`, the
+            block arguments for tokens that continue the sequences whose keys and values a transformers `Cache`
+            holds (the 2-D `attention_mask` covers the cached tokens, then the new ones; the blocks append the new
+            keys and values to `cache`). None for encoders: there every token attends to later ones, so no prefix
+            can be computed before its continuation is known.
     """
 
     name: str
@@ -41,6 +48,7 @@ class BackboneFamily:
     default_target_modules: tuple[str, ...]
     embed: Callable[[PreTrainedModel, torch.Tensor, torch.Tensor | None], torch.Tensor]
     block_kwargs: Callable[[PreTrainedModel, torch.Tensor, torch.Tensor], dict]
+    cached_block_kwargs: CachedBlockKwargs | None = None
 
     def layers(self, base: nn.Module) -> nn.ModuleList:
         return base.get_submodule(self.layers_path)
@@ -63,19 +71,26 @@ def _llama_embed(base, input_ids, token_type_ids):
 
 
 def _llama_block_kwargs(base, hidden_states, attention_mask):
-    position_ids = torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)
+    return _llama_cached_block_kwargs(base, hidden_states, attention_mask, position_ids=None, cache=None)
+
+
+def _llama_cached_block_kwargs(base, hidden_states, attention_mask, position_ids, cache):
+    """Positions default to 0..seq_len-1; with a cache, the causal mask puts the new tokens after the cached ones."""
+    if position_ids is None:
+        position_ids = torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)
     mask = create_causal_mask(
         config=base.config,
         inputs_embeds=hidden_states,
         attention_mask=attention_mask,
-        cache=None,
+        cache=cache,
         position_ids=position_ids,
     )
-    return {
+    kwargs = {
         "attention_mask": mask,
         "position_ids": position_ids,
         "position_embeddings": base.rotary_emb(hidden_states, position_ids=position_ids),
     }
+    return kwargs if cache is None else {**kwargs, "cache": cache}
 
 
 BERT_FAMILY = BackboneFamily(
@@ -98,6 +113,7 @@ LLAMA_FAMILY = BackboneFamily(
     default_target_modules=("q_proj", "v_proj"),
     embed=_llama_embed,
     block_kwargs=_llama_block_kwargs,
+    cached_block_kwargs=_llama_cached_block_kwargs,
 )
 
 FAMILIES: tuple[BackboneFamily, ...] = (BERT_FAMILY, LLAMA_FAMILY)

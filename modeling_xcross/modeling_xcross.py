@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import AutoModel, AutoTokenizer, Cache, PreTrainedModel
 from transformers import initialization as init
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import ModelOutput, cached_file, logging
@@ -31,6 +31,7 @@ from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, l
                         targeted_linears)
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
 from .remote_code import AUTO_MAP, remote_code_files
+from .shared_prefix import shared_prefix_logits
 
 # Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
 logger = logging.get_logger(f"transformers.{__name__}")
@@ -356,6 +357,43 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                               if output_fusion_weights else None)
         return self.pool_streams(streams, attention_mask), all_hidden_states, all_fusion_weights
 
+    @property
+    def supports_shared_prefix(self) -> bool:
+        """Whether `score_shared_prefix` applies: a decoder backbone scoring (history, candidate) prompts from their last
+        token (dual scoring encodes history and candidates apart: there is no shared prompt prefix)."""
+        return (self.family.cached_block_kwargs is not None and self.config.scoring == "cross"
+                and self.pooling == "last")
+
+    def score_shared_prefix(
+        self,
+        prefix_input_ids: torch.LongTensor,
+        prefix_attention_mask: torch.Tensor,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        prefix_index: torch.LongTensor,
+        labels: torch.LongTensor | None = None,
+    ) -> XCrossRecommendationOutput:
+        r"""
+        The scores `forward` gives the full prompts, computed with every distinct history prefix run once (decoder
+        backbones; see `modeling_xcross/shared_prefix.py`). `RecommendationCollator.shared_prefix_batch` builds the
+        arguments.
+
+        Args:
+            prefix_input_ids, prefix_attention_mask (`(num_prefixes, prefix_len)`): The distinct prompt prefixes
+                (everything before the candidate), right-padded.
+            input_ids, attention_mask (`(batch, num_candidates, cont_len)`): The rest of each prompt, right-padded.
+            prefix_index (`torch.LongTensor` of shape `(batch, num_candidates)`): The prefix each prompt continues.
+            labels (`torch.LongTensor` of shape `(batch,)`): Index of the true candidate of each example.
+        """
+        if not self.supports_shared_prefix:
+            raise ValueError(f"score_shared_prefix needs a decoder backbone scoring (history, candidate) prompts; this "
+                             f"model has a {self.family.name} backbone and scoring="
+                             f"{self.config.scoring!r}. Call the model on the full prompts.")
+        logits = shared_prefix_logits(self, prefix_input_ids, prefix_attention_mask, input_ids, attention_mask,
+                                      prefix_index)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return XCrossRecommendationOutput(loss=loss, logits=logits)
+
     def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
         """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
         near-equal passes whose widest activation stays within `cpu_pass_bytes`."""
@@ -367,14 +405,21 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         passes = -(-sequences // largest_pass)
         return max(1, -(-sequences // passes))
 
-    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights):
+    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights,
+                     cache: Cache | None = None, position_ids: torch.Tensor | None = None):
         """Embed once, run the n stacked streams through every block; `(n, sequences, seq_len, d)` and the
-        requested per-block outputs."""
+        requested per-block outputs. With a `cache` (decoders), the blocks append the streams' keys and values to it
+        and the tokens continue the cached ones (`attention_mask` then covers both, see `shared_prefix.py`)."""
         n = self.num_streams
         sequences, seq_len = input_ids.shape
         embeddings = self.family.embed(self.backbone, input_ids, token_type_ids)
         hidden_states = embeddings.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * sequences, seq_len, -1)
-        block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
+        if cache is None:
+            block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
+        else:
+            positions = position_ids.repeat(n, 1) if position_ids is not None else None
+            block_kwargs = self.family.cached_block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1),
+                                                           positions, cache)
 
         all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else ()
         all_fusion_weights = ()

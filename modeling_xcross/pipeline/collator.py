@@ -100,16 +100,54 @@ class RecommendationCollator:
 
     def _encode_texts(self, histories: list[str], candidates: list[str]) -> dict[str, torch.Tensor]:
         texts = [self.prompt.decoder_text(h, c) for h, c in zip(histories, candidates)]
-        sequences = []
-        for ids in self.tokenizer(texts)["input_ids"]:
-            excess = len(ids) - self.max_length
-            if excess > 0:
-                ids = ids[:self._prefix_length] + ids[self._prefix_length + excess:]
-            sequences.append(ids)
+        sequences = [self._truncate(ids)[0] for ids in self.tokenizer(texts)["input_ids"]]
+        input_ids, attention_mask = self._right_pad(sequences)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+    def _truncate(self, ids: list[int]) -> tuple[list[int], int]:
+        """The ids without the tokens right after the prompt prefix (the oldest history) that exceed `max_length`,
+        and how many went."""
+        excess = max(0, len(ids) - self.max_length)
+        return (ids[:self._prefix_length] + ids[self._prefix_length + excess:] if excess else ids), excess
+
+    def _right_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         length = max(len(ids) for ids in sequences)
         input_ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
         for row, ids in enumerate(sequences):
             input_ids[row, :len(ids)] = torch.tensor(ids)
             attention_mask[row, :len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        return input_ids, attention_mask
+
+    def shared_prefix_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """The decoder prompts of `__call__`, token for token, split for `model.score_shared_prefix`: every distinct
+        prefix (the prompt before the candidate) once, and each prompt's remaining tokens with the prefix it continues.
+
+        Each prompt is tokenized whole, as `__call__` does, and split after the tokens it shares with the prompt
+        tokenized without its candidate, so a token spanning the boundary stays whole; truncation then moves the
+        split left by the tokens it drops. The candidates of one user share their prefix unless truncation cut their
+        histories differently (prompts of different lengths), which stays exact but shares less.
+        """
+        if self.text_pair:
+            raise ValueError("Shared-prefix batches are for decoder prompts (candidate last); an encoder reads the "
+                             "history and the candidate together, so call the collator itself.")
+        prefixes: dict[tuple[int, ...], int] = {}
+        continuations, prefix_index = [], []
+        for example in examples:
+            history = self.prompt.history(example["history"])
+            before_candidate = self.tokenizer(self.prompt.decoder_text(history, ""))["input_ids"]
+            texts = [self.prompt.decoder_text(history, candidate) for candidate in example["candidates"]]
+            for ids in self.tokenizer(texts)["input_ids"]:
+                shared = next((i for i, (a, b) in enumerate(zip(ids, before_candidate)) if a != b),
+                              min(len(ids), len(before_candidate)))
+                ids, excess = self._truncate(ids)
+                split = min(max(shared - excess, self._prefix_length) if excess else shared, len(ids) - 1)
+                prefix_index.append(prefixes.setdefault(tuple(ids[:split]), len(prefixes)))
+                continuations.append(ids[split:])
+        prefix_input_ids, prefix_attention_mask = self._right_pad([list(prefix) for prefix in prefixes])
+        input_ids, attention_mask = self._right_pad(continuations)
+        shape = (len(examples), len(examples[0]["candidates"]))
+        return {"prefix_input_ids": prefix_input_ids, "prefix_attention_mask": prefix_attention_mask,
+                "input_ids": input_ids.view(*shape, -1), "attention_mask": attention_mask.view(*shape, -1),
+                "prefix_index": torch.tensor(prefix_index).view(shape),
+                "labels": torch.tensor([example["label"] for example in examples])}

@@ -94,17 +94,20 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
 
 @torch.no_grad()
 def score(model, collator, samples, batch_size: int) -> dict[str, float]:
-    """Ranking metrics of `model` on fixed candidate lists."""
+    """Ranking metrics of `model` on fixed candidate lists. X-Cross on a decoder runs each history prefix once
+    (`score_shared_prefix`, same scores)."""
     model.eval()
     if collator.scoring == "dual":
         examples = [samples[index] for index in range(len(samples))]
         return load_ranking_metric().compute(predictions=dual_scores(model, collator, examples).numpy(),
                                              references=[example["label"] for example in examples])
+    shared_prefix = getattr(model, "supports_shared_prefix", False) and not collator.text_pair
     scores, labels = [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
-        batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])
+        examples = [samples[index] for index in range(start, min(start + batch_size, len(samples)))]
+        batch = collator.shared_prefix_batch(examples) if shared_prefix else collator(examples)
         labels.append(batch.pop("labels"))
-        scores.append(model(**batch).logits.float())
+        scores.append((model.score_shared_prefix(**batch) if shared_prefix else model(**batch)).logits.float())
     return load_ranking_metric().compute(predictions=torch.cat(scores).numpy(), references=torch.cat(labels).numpy())
 
 
