@@ -92,6 +92,10 @@ class XCrossConfig(PreTrainedConfig):
         beta (`float`, defaults to 1.0): Weight of the cross-domain scaling term of the refine step.
         gamma (`float`, defaults to 1.0): Weight of the interaction (difference) term of the refine step.
         integrated_layers (`list[int]`, *optional*): Indices of the blocks followed by a fusion head; all when unset.
+        normalize_fusion_input (`bool`, defaults to `False`): Feed the fusion head every stream's hidden states
+            scaled to unit root mean square per token, so z does not scale with the backbone's activations (the
+            refine step is unchanged). The `xcross train` command turns it on (SmolLM2 diverged without it);
+            `False`, the paper's form, keeps checkpoints saved before it existed loading unchanged.
         scoring (`str`, defaults to `"cross"`): `"cross"` is the paper's form, one (history, candidate) prompt per
             candidate read by the pooler and score head. `"dual"` encodes the history prompt and every candidate
             title separately and scores their cosine similarity divided by a learned temperature: the backbone's
@@ -121,6 +125,7 @@ class XCrossConfig(PreTrainedConfig):
     beta: float | int = 1.0
     gamma: float | int = 1.0
     integrated_layers: list[int] | None = None
+    normalize_fusion_input: bool = False
     scoring: str = "cross"
     pooling: str | None = None
     temperature: float | int = 0.05

@@ -38,15 +38,19 @@ class XCrossLayer(nn.Module):
     frozen weights are shared and each `LoraBankLinear` inside applies adapter m to stream m. When the layer is
     integrated, its fusion head maps the per-token concatenation `[h_1; ...; h_n]` to z (`2n(n-1)` values: for
     each domain m, n-1 scales then n-1 interaction weights) and the streams are refined with beta and gamma.
+    With `normalize_fusion_input`, the head reads every h_m scaled to unit root mean square per token (no weights),
+    so the size of z does not depend on the backbone's activation scale (SmolLM2's hidden states reach L1 norms of
+    6e4, and one optimizer step on the raw states sent z and the loss off); the refine step still mixes the raw h_m.
     """
 
     def __init__(self, block: nn.Module, num_streams: int, hidden_size: int, integrated: bool, beta: float,
-                 gamma: float):
+                 gamma: float, normalize_fusion_input: bool = False):
         super().__init__()
         self.block = block
         self.num_streams = num_streams
         self.beta = float(beta)
         self.gamma = float(gamma)
+        self.normalize_fusion_input = normalize_fusion_input
         self.fusion_head = None
         if integrated:
             weight = block.parameters().__next__()
@@ -73,7 +77,10 @@ class XCrossLayer(nn.Module):
         # z = W [h_1; ...; h_n] + b, computed as the sum over streams of h_m times W's m-th column block, so the
         # streams are never copied side by side.
         weight_blocks = self.fusion_head.weight.view(-1, n, hidden_size).permute(1, 2, 0)
-        fusion_weights = torch.bmm(streams, weight_blocks).sum(dim=0) + self.fusion_head.bias
+        inputs = streams
+        if self.normalize_fusion_input:
+            inputs = streams * torch.rsqrt(streams.float().pow(2).mean(dim=-1, keepdim=True) + 1e-6).to(streams.dtype)
+        fusion_weights = torch.bmm(inputs, weight_blocks).sum(dim=0) + self.fusion_head.bias
         fusion_weights = fusion_weights.view(-1, n, 2, n - 1)
         refined = refine_streams(streams, fusion_weights, self.beta, self.gamma, self.other_index)
         return refined.reshape(hidden_states.shape), fusion_weights.view(-1, *hidden_states.shape[1:-1], n, 2, n - 1)

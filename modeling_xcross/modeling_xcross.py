@@ -184,7 +184,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             # With a single adapter there is nothing to fuse: its stream is the source model.
             integrated = index in fused and len(specs) > 1
             layers[index] = XCrossLayer(block, len(specs), config.hidden_size, integrated=integrated,
-                                        beta=config.beta, gamma=config.gamma)
+                                        beta=config.beta, gamma=config.gamma,
+                                        normalize_fusion_input=config.normalize_fusion_input)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
         self.head = (SimilarityHead(config.temperature) if config.scoring == "dual"

@@ -215,3 +215,22 @@ def test_chunked_streams_give_the_same_outputs(tiny):
     for name in ("hidden_states", "fusion_weights"):
         for part, reference in zip(getattr(chunked, name), getattr(whole, name), strict=True):
             torch.testing.assert_close(part, reference)
+
+
+def test_normalized_fusion_input_makes_z_independent_of_the_activation_scale(tiny):
+    model = build(tiny, normalize_fusion_input=True)
+    randomize_integrator(model)
+    layer = next(layer for layer in model.layers if layer.fusion_head is not None)
+    streams = torch.randn(2 * 3, 5, model.config.hidden_size)
+    with torch.no_grad():
+        _, z = layer.fuse(streams)
+        _, z_scaled = layer.fuse(1000.0 * streams)
+        refined_scaled, _ = layer.fuse(1000.0 * streams)
+        refined, _ = layer.fuse(streams)
+    torch.testing.assert_close(z_scaled, z, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(refined_scaled, 1000.0 * refined, atol=1e-2, rtol=1e-4)  # refine mixes the raw h_m
+    plain = build(tiny)
+    plain.load_state_dict(model.state_dict())
+    plain_layer = next(layer for layer in plain.layers if layer.fusion_head is not None)
+    with torch.no_grad():
+        assert not torch.allclose(plain_layer.fuse(1000.0 * streams)[1], z, atol=1e-3)

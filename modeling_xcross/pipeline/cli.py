@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate of the fusion heads (the rest trains at --learning-rate): z sums n * d "
                              "products, so the rate that suits a LoRA weight moves z hundreds of times as far; "
                              "default: %(default)s")
+    xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction, default=True,
+                        help="the fusion heads read each stream at unit root mean square per token, so z does not "
+                             "scale with the backbone's activations; default: %(default)s")
     xcross.add_argument("--beta", type=_finite_float, default=1.0,
                         help="weight of the cross-domain scaling term of the refine step; default: %(default)s")
     xcross.add_argument("--gamma", type=_finite_float, default=1.0,
@@ -207,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0),
             scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions,
             in_batch_negatives=args.in_batch_negatives, temperature=args.temperature,
-            fusion_learning_rate=getattr(args, "fusion_learning_rate", None))
+            fusion_learning_rate=getattr(args, "fusion_learning_rate", None),
+            normalize_fusion_input=getattr(args, "normalize_fusion_input", False))
         train(settings)
     except USER_ERRORS as error:
         if args.debug:

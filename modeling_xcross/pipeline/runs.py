@@ -64,6 +64,7 @@ class RunSettings:
     train_positions: str = "last"
     in_batch_negatives: bool = False
     fusion_learning_rate: float | None = None  # X-Cross fusion heads (`train` only); None: --learning-rate
+    normalize_fusion_input: bool = False
     temperature: float = 0.05
 
 
@@ -128,7 +129,8 @@ def build_model(settings: RunSettings):
     scoring = {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature}
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
-                            max_length=settings.max_length, **scoring)
+                            max_length=settings.max_length, normalize_fusion_input=settings.normalize_fusion_input,
+                            **scoring)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
