@@ -92,7 +92,7 @@ def time_evaluation(args) -> dict[str, float]:
     users = split_users(domain, 0, args.seed, max_test_users=args.users)["test"][:args.users]
     with tempfile.TemporaryDirectory() as scratch:
         samples = EvalSamples(domain, eval_lists_for(domain, "test", users, args.seed, Path(scratch) / "lists.json"))
-    collator = collator_for(backbone, args.max_length)
+    collator = collator_for(backbone, args.max_length, domain.titles.values(), model.config.scoring)
     metrics = {}
 
     def run(name, scored_model):

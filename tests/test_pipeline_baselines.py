@@ -26,8 +26,11 @@ def _delta(model, adapter: str) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def head_runs(adapters, data_dir, tiny_backbone, tmp_path_factory):
     out = tmp_path_factory.mktemp("heads")
-    common = ["--data-dir", str(data_dir), "--domain", "Tools", "--backbone", str(tiny_backbone), *SMALL]
+    # Cross scoring, where the head has weights to train (a dual head is only its temperature).
+    common = ["--data-dir", str(data_dir), "--domain", "Tools", "--backbone", str(tiny_backbone), *SMALL,
+              "--scoring", "cross"]
     assert main(["train-head", "--output-dir", str(out / "base"), *common]) == 0
+    assert main(["train-adapter", "--output-dir", str(out / "adapter"), *common]) == 0
     assert main(["train-head", "--output-dir", str(out / "merged"), "--merge-sources", str(adapters / "toys"),
                  str(adapters / "sports"), *common]) == 0
     return out
@@ -98,7 +101,8 @@ def _as_legacy_run(directory, target):
 
 @pytest.mark.parametrize("run", ["adapter", "base", "merged"])
 def test_recommenders_reload_in_one_call_and_legacy_runs_still_load(run, adapters, head_runs, tmp_path):
-    directory = adapters / "toys" if run == "adapter" else head_runs / run
+    # Runs saved in the legacy format scored in cross mode, the only one there was.
+    directory = head_runs / run
     cls = LoraRecommender if run == "adapter" else HeadRecommender
     input_ids = torch.randint(5, 80, (2, 3, 10))
     with torch.no_grad():

@@ -148,11 +148,12 @@ def test_two_processes_end_with_identical_weights(data_dir, tiny_backbone, tmp_p
 
 
 def test_decoder_backbone_trains_adapters_and_xcross(data_dir, tmp_path):
-    """The decoder path end to end: single-text prompts, last-token pooling, Llama blocks in X-Cross."""
+    """The decoder path end to end: cross scoring (single-text prompts, last-token pooling, shared-prefix evaluation)
+    for the sources, the default dual scoring for X-Cross, Llama blocks in X-Cross."""
     backbone = make_tokenizer(make_base(tmp_path / "llama", "llama"))
     for domain in ("Toys", "Sports"):
         assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
-                     str(tmp_path / domain), "--backbone", str(backbone), *SMALL]) == 0
+                     str(tmp_path / domain), "--backbone", str(backbone), *SMALL, "--scoring", "cross"]) == 0
     assert json.loads((tmp_path / "Toys" / "adapter_config.json").read_text())["target_modules"] in (
         ["q_proj", "v_proj"], ["v_proj", "q_proj"])
     assert main(["train", "--data-dir", str(data_dir), "--target", "Tools", "--sources", str(tmp_path / "Toys"),
@@ -161,7 +162,8 @@ def test_decoder_backbone_trains_adapters_and_xcross(data_dir, tmp_path):
     metrics = json.loads((tmp_path / "xcross" / "metrics.json").read_text())
     assert set(METRIC_KEYS) <= set(metrics)
     model = XCrossForSequentialRecommendation.from_pretrained(tmp_path / "xcross")
-    assert model.pooling == "last" and model.config.base_config.model_type == "llama"
+    assert (model.config.scoring, model.pooling, model.config.base_config.model_type) == ("dual", "mean", "llama")
+    assert LoraRecommender.from_pretrained(tmp_path / "Toys").pooling == "last"
 
 
 @pytest.mark.parametrize("command", ["train-adapter", "train"])
@@ -191,5 +193,6 @@ def test_checkpoint_of_an_earlier_version_is_a_clear_error(data_dir, tiny_backbo
     prepare_output_dir(settings)
     (tmp_path / "old" / "checkpoint-3").mkdir()
     (tmp_path / "old" / "checkpoint-3" / "trainable.safetensors").write_bytes(b"")
+    (tmp_path / "old" / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"global_step": 3}))
     with pytest.raises(OutputDirError, match="earlier xcross version.*delete the checkpoint-"):
         train(settings)

@@ -124,8 +124,8 @@ def test_atomic_writes_give_the_permissions_of_a_plain_write(adapters, tmp_path)
         assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o600  # a replaced file keeps its mode
         LoraRecommender.from_pretrained(adapters / "toys").save_pretrained(tmp_path / "saved")
         assert {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "saved").iterdir()} == {
-            name: 0o644 for name in ("adapter_config.json", "adapter_model.safetensors", "head.safetensors",
-                                     "recommender.json", "README.md")}
+            name: 0o644 for name in ("adapter_config.json", "adapter_model.safetensors", "config.json",
+                                     "model.safetensors", "README.md")}
     finally:
         os.umask(umask)
 
@@ -135,7 +135,7 @@ def test_atomic_writes_give_the_permissions_of_a_plain_write(adapters, tmp_path)
 def test_half_written_checkpoint_is_not_the_resume_point(tmp_path, capsys):
     for step in (3, 6):
         (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / "trainable.safetensors").write_bytes(b"weights")
+        (tmp_path / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights")
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
     (tmp_path / "checkpoint-6" / "trainer_state.json").write_text('{"global_step": 6, "log_hist')
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
@@ -191,7 +191,7 @@ def test_malformed_adapter_config_is_named(adapter_copy, data_dir, tiny_backbone
                                     for line in errors)
 
 
-@pytest.mark.parametrize("file", ["adapter_model.safetensors", "head.safetensors"])
+@pytest.mark.parametrize("file", ["adapter_model.safetensors", "model.safetensors"])
 def test_truncated_safetensors_is_named(adapter_copy, data_dir, file, capsys):
     path = adapter_copy / file
     path.write_bytes(path.read_bytes()[:100])
@@ -272,19 +272,23 @@ def recommenders(adapters, xcross_dir):
 
 
 def test_inputs_of_other_shapes_are_refused(recommenders):
-    input_ids, attention_mask = random_inputs(2, 3, 4)
-    for model in recommenders:
-        with pytest.raises(ValueError, match=r"attention_mask has shape \(2, 4, 3\), but input_ids \(2, 3, 4\)"):
-            model(input_ids, attention_mask=attention_mask.reshape(2, 4, 3))
+    candidates, candidate_mask = random_inputs(2, 3, 4)
+    histories, history_mask = candidates[:, 0], candidate_mask[:, 0]
+    for model in recommenders:  # dual scoring, the pipeline's default
+        with pytest.raises(ValueError, match=r"attention_mask has shape \(4, 2\), but input_ids \(2, 4\)"):
+            model(histories, attention_mask=history_mask.reshape(4, 2), candidate_input_ids=candidates)
+        with pytest.raises(ValueError, match=r"candidate_attention_mask has shape \(2, 4, 3\), but candidate_input_ids"):
+            model(histories, candidate_input_ids=candidates, candidate_attention_mask=candidate_mask.reshape(2, 4, 3))
 
 
 def test_empty_batch_and_labels_out_of_range_are_refused(recommenders):
-    input_ids, _ = random_inputs(2, 3, 4)
+    candidates, _ = random_inputs(2, 3, 4)
+    histories = candidates[:, 0]
     for model in recommenders:
-        with pytest.raises(ValueError, match="input_ids is empty"):
-            model(input_ids[:0])
+        with pytest.raises(ValueError, match="is empty"):
+            model(histories[:0], candidate_input_ids=candidates[:0])
         with pytest.raises(ValueError, match=r"candidate indices from 0 to 2, got \[0, 3\]"):
-            model(input_ids, labels=torch.tensor([0, 3]))
+            model(histories, candidate_input_ids=candidates, labels=torch.tensor([0, 3]))
 
 
 @pytest.mark.parametrize("problem", ["duplicate", "boolean-id", "boolean-history"])

@@ -21,6 +21,7 @@ from configuration_xcross.configuration_xcross import POOLING_MODES, SCORING_MOD
 
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
+from .comparison import ComparisonError, compare
 from .data import DEFAULT_DATA_DIR, DataError
 from .models import ModelDirError
 from .runs import OutputDirError, RunSettings, evaluate_model, train
@@ -69,6 +70,13 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _label_and_dir(text: str) -> tuple[str, Path]:
+    label, separator, directory = text.partition("=")
+    if not separator or not label or not directory:
+        raise ComparisonError(f"--runs {text!r}: expected LABEL=DIR, e.g. X-Cross=runs/xcross-tools.")
+    return label, Path(directory)
 
 
 def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
@@ -176,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="train users whose histories popularity counts (as in the trained runs); default: all")
     _common(baseline, evaluating=True)
 
+    comparison = commands.add_parser("compare", help="one table (markdown, JSON, MRR bar chart) of finished runs "
+                                     "scored on the same test lists")
+    comparison.add_argument("--runs", required=True, nargs="+", metavar="LABEL=DIR",
+                            help="the runs to compare, in table order: label and output directory")
+    comparison.add_argument("--model", default="X-Cross", help="the row the verdict is about; default: %(default)s")
+    comparison.add_argument("--output-dir", required=True, type=Path, help="where comparison.md/.json/_mrr.png go")
+    comparison.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
+
     evaluate = commands.add_parser("evaluate", help="score a trained model on fixed candidate lists; writes "
                                    "MODEL_DIR/eval_<domain>_<split>/metrics.json")
     evaluate.add_argument("--model-dir", required=True, type=Path,
@@ -190,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "compare":
+            runs = dict(_label_and_dir(item) for item in args.runs)
+            print(compare(runs, args.output_dir, args.model))
+            return 0
         if args.command == "baseline":
             evaluate_baseline(args.method, args.data_dir, args.domain, args.output_dir, args.backbone,
                               args.max_train_users, args.max_eval_users, args.val_users, args.seed, args.max_length)

@@ -76,6 +76,10 @@ def load_trained_model(directory: Path):
                                 "finish saving. Rerun that run's command to finish it.")
         model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
         return model, model.config.base_model_name_or_path
+    if model_type is not None and model_type != RecommenderConfig.model_type:
+        raise ModelDirError(f"--model-dir {directory}: {CONFIG_NAME} has model_type {model_type!r}, not "
+                            f"{XCrossConfig.model_type!r} (an `xcross train` run) or {RecommenderConfig.model_type!r} (a "
+                            "`train-adapter` or `train-head` run); pass the output directory of such a run.")
     if model_type == RecommenderConfig.model_type or (directory / LEGACY_CONFIG_NAME).is_file():
         kind = LoraRecommender.saved_config(directory).kind
         model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
