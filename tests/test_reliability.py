@@ -5,6 +5,7 @@ damaged or edited inputs, and no deprecated transformers call."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import warnings
@@ -271,24 +272,31 @@ def recommenders(adapters, xcross_dir):
         adapters / "toys")]
 
 
+def _valid_inputs(model) -> dict:
+    """Inputs of the model's scoring form: 2 examples, 3 candidates, 4 tokens."""
+    candidates, _ = random_inputs(2, 3, 4)
+    if model.config.scoring == "dual":
+        return {"input_ids": candidates[:, 0], "candidate_input_ids": candidates}
+    return {"input_ids": candidates}
+
+
 def test_inputs_of_other_shapes_are_refused(recommenders):
-    candidates, candidate_mask = random_inputs(2, 3, 4)
-    histories, history_mask = candidates[:, 0], candidate_mask[:, 0]
-    for model in recommenders:  # dual scoring, the pipeline's default
-        with pytest.raises(ValueError, match=r"attention_mask has shape \(4, 2\), but input_ids \(2, 4\)"):
-            model(histories, attention_mask=history_mask.reshape(4, 2), candidate_input_ids=candidates)
-        with pytest.raises(ValueError, match=r"candidate_attention_mask has shape \(2, 4, 3\), but candidate_input_ids"):
-            model(histories, candidate_input_ids=candidates, candidate_attention_mask=candidate_mask.reshape(2, 4, 3))
+    assert {model.config.scoring for model in recommenders} == {"cross", "dual"}, "both scoring forms are covered"
+    for model in recommenders:
+        for name, ids in _valid_inputs(model).items():
+            mask = torch.ones_like(ids).reshape(*reversed(ids.shape))
+            shown = re.escape(f"has shape {tuple(mask.shape)}, but {name} {tuple(ids.shape)}")
+            with pytest.raises(ValueError, match=shown):
+                model(**_valid_inputs(model), **{name.replace("input_ids", "attention_mask"): mask})
 
 
 def test_empty_batch_and_labels_out_of_range_are_refused(recommenders):
-    candidates, _ = random_inputs(2, 3, 4)
-    histories = candidates[:, 0]
     for model in recommenders:
+        inputs = _valid_inputs(model)
         with pytest.raises(ValueError, match="is empty"):
-            model(histories[:0], candidate_input_ids=candidates[:0])
+            model(**{name: ids[:0] for name, ids in inputs.items()})
         with pytest.raises(ValueError, match=r"candidate indices from 0 to 2, got \[0, 3\]"):
-            model(histories, candidate_input_ids=candidates, labels=torch.tensor([0, 3]))
+            model(**inputs, labels=torch.tensor([0, 3]))
 
 
 @pytest.mark.parametrize("problem", ["duplicate", "boolean-id", "boolean-history"])
