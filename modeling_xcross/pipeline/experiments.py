@@ -24,7 +24,8 @@ from .metrics import METRIC_KEYS
 from .runs import METRICS_NAME
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
-# Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise).
+# Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise); X-Cross
+# runs also take `normalize_fusion_input` from the scale and `learning_rates.fusion`.
 OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature")
 # Why PEFT's X-LoRA baseline is not run, checked by hand on peft 0.21.2 with a tiny BERT and two adapters.
 XLORA_NOT_APPLICABLE = (
@@ -134,6 +135,9 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
                     args += [f"--{key.replace('_', '-')}", str(scale[key])]
             if family == "xcross" and "fusion" in config.learning_rates:
                 args += ["--fusion-learning-rate", str(config.learning_rates["fusion"])]
+            if family == "xcross" and "normalize_fusion_input" in scale:
+                args.append("--normalize-fusion-input" if scale["normalize_fusion_input"] else
+                            "--no-normalize-fusion-input")
             return args, str(output / METRICS_NAME)
 
         def baseline(method: str, target: str, fraction: float) -> Run:
