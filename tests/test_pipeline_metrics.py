@@ -34,6 +34,8 @@ def test_ties_count_against_the_true_item(metric):
 def test_bad_inputs_are_refused(metric):
     with pytest.raises(ValueError, match="index a candidate"):
         metric.compute(predictions=[[1.0, 2.0]], references=[2])
+    with pytest.raises(ValueError, match="1 of 2 score rows are NaN or infinite: the model diverged"):
+        metric.compute(predictions=[[1.0, 2.0], [float("nan"), 0.5]], references=[0, 1])
 
 
 def test_trainer_hook():

@@ -35,6 +35,11 @@ def true_item_ranks(scores, labels):
                          f"{labels.shape}.")
     if ((labels < 0) | (labels >= scores.shape[1])).any():
         raise ValueError(f"references must index a candidate (0..{scores.shape[1] - 1}).")
+    if not np.isfinite(scores).all():
+        # NaN compares false with everything, so a diverged model would otherwise rank every true item first.
+        raise ValueError(f"{int((~np.isfinite(scores)).any(axis=1).sum())} of {len(scores)} score rows are NaN or "
+                         "infinite: the model diverged; lower the learning rate (X-Cross: --fusion-learning-rate) "
+                         "or check its weights.")
     true_scores = scores[np.arange(len(labels)), labels][:, None]
     return (scores >= true_scores).sum(axis=1)
 
