@@ -132,14 +132,15 @@ def test_missing_domain_and_model_dir_errors(data_dir, tmp_path, tiny_backbone, 
 def test_cli_module_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "modeling_xcross.pipeline.cli", "--help"], cwd=ROOT,
                             capture_output=True, text=True, check=True)
-    for command in ("train-adapter", "train", "evaluate"):
+    for command in ("train-adapter", "train", "train-head", "baseline", "compare", "evaluate"):
         assert command in result.stdout
 
 
 def test_two_processes_end_with_identical_weights(data_dir, tiny_backbone, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    # --standalone: a local rendezvous on a free port, so parallel test runs do not clash on a fixed one.
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir", str(data_dir), "--domain",
                     "Toys", "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=300)
