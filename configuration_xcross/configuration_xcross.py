@@ -16,6 +16,12 @@ SCORING_MODES = ("dual", "cross")
 DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
 
 
+def default_pooling(scoring: str, family_default: str) -> str:
+    """Mean pooling for dual scoring (a sentence representation), else the backbone family's token (cls / last).
+    One rule for X-Cross and the single-domain recommenders, so a recommender and X-Cross over it pool alike."""
+    return "mean" if scoring == "dual" else family_default
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """One source adapter of the bank: its LoRA settings and where its weights come from.
@@ -154,8 +160,8 @@ class XCrossConfig(PreTrainedConfig):
         return self.base_config.num_hidden_layers
 
     def pooling_for(self, family_default: str) -> str:
-        """The pooling in use: the configured one, else mean for dual scoring, else the backbone family's."""
-        return self.pooling or ("mean" if self.scoring == "dual" else family_default)
+        """The pooling in use: the configured one, else `default_pooling`."""
+        return self.pooling or default_pooling(self.scoring, family_default)
 
     @property
     def fused_layers(self) -> list[int]:

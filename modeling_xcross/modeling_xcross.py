@@ -433,11 +433,16 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         return hidden_states.view(n, sequences, seq_len, -1), all_hidden_states, all_fusion_weights
 
     def pool_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`, in the paper's order: mix the
-        streams per token with the domain weights w, apply the base's final norm, then pool."""
-        mixed = torch.einsum("n,nstd->std", self.domain_weights.to(streams.dtype), streams)
+        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`, as the paper orders it: mix the
+        streams per token with the domain weights w, apply the base's final norm, then pool. One-token pooling
+        commutes with both, so it picks its token first and mixes and norms only that."""
         final_norm = self.family.final_norm(self.backbone)
-        return pool_hidden_states(mixed if final_norm is None else final_norm(mixed), attention_mask, self.pooling)
+        weights = self.domain_weights.to(streams.dtype)
+        if self.pooling == "mean":
+            mixed = torch.einsum("n,nstd->std", weights, streams)
+            return pool_hidden_states(mixed if final_norm is None else final_norm(mixed), attention_mask, "mean")
+        mixed = torch.einsum("n,nsd->sd", weights, pool_hidden_states(streams, attention_mask, self.pooling))
+        return mixed if final_norm is None else final_norm(mixed)
 
     # ---------------------------------------------------------------------------------------------- accounting
 

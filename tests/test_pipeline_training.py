@@ -140,10 +140,11 @@ def test_two_processes_end_with_identical_weights(data_dir, tiny_backbone, tmp_p
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # --standalone: a local rendezvous on a free port, so parallel test runs do not clash on a fixed one.
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir", str(data_dir), "--domain",
-                    "Toys", "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL], cwd=ROOT, env=env,
-                   check=True, capture_output=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "modeling_xcross.pipeline.cli", "train-adapter", "--data-dir", str(data_dir),
+                             "--domain", "Toys", "--output-dir", str(out), "--backbone", str(tiny_backbone), *SMALL],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
     digests = json.loads((out / "metrics.json").read_text())["weights_digest_by_rank"]
     assert len(digests) == 2 and digests[0] == digests[1]
 

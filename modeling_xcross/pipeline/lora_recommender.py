@@ -23,6 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
+from configuration_xcross.configuration_xcross import default_pooling
+
 from ..adapters import PEFT_PREFIX, load_lora_adapter
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
@@ -72,9 +74,8 @@ class RecommenderConfig(PreTrainedConfig):
 
 def recommender_config(backbone: str, model_type: str, scoring: str = "cross", pooling: str | None = None,
                        temperature: float = 0.05, **settings) -> RecommenderConfig:
-    """The config of a new recommender, with pooling resolved as `XCrossConfig.pooling_for` does, so that a
-    recommender and X-Cross over its adapter pool alike."""
-    pooling = pooling or ("mean" if scoring == "dual" else family_for(model_type).default_pooling)
+    """The config of a new recommender, with pooling resolved by `default_pooling`, as X-Cross resolves it."""
+    pooling = pooling or default_pooling(scoring, family_for(model_type).default_pooling)
     return RecommenderConfig(backbone=backbone, scoring=scoring, pooling=pooling, temperature=temperature, **settings)
 
 
