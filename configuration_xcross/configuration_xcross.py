@@ -11,6 +11,7 @@ from transformers.configuration_utils import SubConfigSpec
 
 POOLING_MODES = ("cls", "last", "mean")
 SCORING_MODES = ("dual", "cross")
+HISTORY_ENCODINGS = ("text", "items")
 # How a history and a candidate become text (modeling_xcross/pipeline/prompts.py reads the same keys): encoders get
 # the pair (history joined by `separator`, candidate); decoders `f"{decoder_prefix} {history}{decoder_suffix}{candidate}"`.
 DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
@@ -20,6 +21,28 @@ def default_pooling(scoring: str, family_default: str) -> str:
     """Mean pooling for dual scoring (a sentence representation), else the backbone family's token (cls / last).
     One rule for X-Cross and the single-domain recommenders, so a recommender and X-Cross over it pool alike."""
     return "mean" if scoring == "dual" else family_default
+
+
+def check_scoring_fields(config) -> None:
+    """The scoring fields X-Cross and the single-domain recommenders share (`scoring`, `pooling`, `temperature`,
+    `history_encoding`, `history_decay`, `popularity_weight`), checked once for both."""
+    if config.scoring not in SCORING_MODES:
+        raise ValueError(f"`scoring` must be one of {SCORING_MODES}, got {config.scoring!r}.")
+    if isinstance(config.temperature, bool) or not (math.isfinite(config.temperature) and config.temperature > 0):
+        raise ValueError(f"`temperature` must be a positive finite number, got {config.temperature!r}.")
+    if config.pooling is not None and config.pooling not in POOLING_MODES:
+        raise ValueError(f"`pooling` must be one of {POOLING_MODES} or None (the backbone's default), "
+                         f"got {config.pooling!r}.")
+    if config.history_encoding not in HISTORY_ENCODINGS:
+        raise ValueError(f"`history_encoding` must be one of {HISTORY_ENCODINGS}, got {config.history_encoding!r}.")
+    if isinstance(config.history_decay, bool) or not 0 < config.history_decay <= 1:
+        raise ValueError(f"`history_decay` must be in (0, 1] (1 is the plain mean), got {config.history_decay!r}.")
+    if config.popularity_weight is not None and (isinstance(config.popularity_weight, bool)
+                                                 or not math.isfinite(config.popularity_weight)):
+        raise ValueError(f"`popularity_weight` must be a finite number or None, got {config.popularity_weight!r}.")
+    if config.scoring == "cross" and (config.history_encoding != "text" or config.popularity_weight is not None):
+        raise ValueError("history_encoding='items' and popularity_weight are dual-scoring options; with "
+                         "scoring='cross' leave them at 'text' and None.")
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,14 @@ class XCrossConfig(PreTrainedConfig):
             for encoders, `last` for decoders).
         temperature (`float`, defaults to 0.05): Initial temperature of dual scoring (logits are cosine /
             temperature; the temperature is learned).
+        history_encoding (`str`, defaults to `"text"`): Dual scoring: `"text"` encodes a history as one prompt of its
+            titles; `"items"` encodes each history title as candidates are encoded and takes their recency-weighted
+            mean (an untrained model then scores the "mean of the history's title embeddings" similarity).
+        history_decay (`float`, defaults to 1.0): With `history_encoding="items"`, the weight of an item k steps
+            before the last one is history_decay ** k (normalised); 1.0 is the plain mean.
+        popularity_weight (`float`, *optional*): Dual scoring: when set, the initial value of a learned weight w and
+            the score gains w * log(1 + count), count being how often the candidate occurs in the training histories
+            (the inputs then need `candidate_popularity`). The `xcross` commands set it, chosen on validation users.
         initializer_range (`float`, defaults to 0.02): Standard deviation of the pooler and score head init.
         prompt (`dict`, *optional*): The prompt format the model was trained with: `separator` (between history
             titles), `decoder_prefix` and `decoder_suffix` (decoder prompts); `DEFAULT_PROMPT` when unset.
@@ -135,6 +166,9 @@ class XCrossConfig(PreTrainedConfig):
     scoring: str = "cross"
     pooling: str | None = None
     temperature: float | int = 0.05
+    history_encoding: str = "text"
+    history_decay: float | int = 1.0
+    popularity_weight: float | int | None = None
     initializer_range: float = 0.02
     prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
     max_length: int = 128
@@ -182,13 +216,7 @@ class XCrossConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-        if self.scoring not in SCORING_MODES:
-            raise ValueError(f"`scoring` must be one of {SCORING_MODES}, got {self.scoring!r}.")
-        if isinstance(self.temperature, bool) or not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"`temperature` must be a positive finite number, got {self.temperature!r}.")
-        if self.pooling is not None and self.pooling not in POOLING_MODES:
-            raise ValueError(f"`pooling` must be one of {POOLING_MODES} or None (the backbone's default), "
-                             f"got {self.pooling!r}.")
+        check_scoring_fields(self)
         if self.integrated_layers is not None and self.base_config is not None:
             num_layers = self.num_hidden_layers
             bad = [index for index in self.integrated_layers if not 0 <= index < num_layers]

@@ -1,8 +1,10 @@
 """Pooling and the two scoring forms shared by X-Cross and the per-domain LoRA recommenders.
 
 `"cross"` (the paper's form): one (history, candidate) prompt per candidate, pooled and read by a trained head.
-`"dual"`: the history prompt and each candidate text are encoded separately and the score is their cosine similarity
-over a learned temperature, so an untrained model already ranks by the backbone's sentence similarity.
+`"dual"`: the history and each candidate text are encoded separately and the score is their cosine similarity over a
+learned temperature, so an untrained model already ranks by the backbone's sentence similarity. A history is one
+prompt of its titles, or (`history_encoding="items"`) the recency-weighted mean of its titles' representations, the
+same representations candidates get. An optional learned popularity prior adds w * log(1 + count) per candidate.
 """
 
 from __future__ import annotations
@@ -51,20 +53,59 @@ class RecommendationHead(nn.Module):
 
 
 class SimilarityHead(nn.Module):
-    """score(S_u, i) = cos(h_u, h_i) / tau with a learned temperature tau (stored as log(1 / tau), as in CLIP)."""
+    """score(S_u, i) = cos(h_u, h_i) / tau [+ w * log(1 + count_i)] with a learned temperature tau (stored as
+    log(1 / tau), as in CLIP) and, when `popularity_weight` is set, a learned popularity weight w starting there.
 
-    def __init__(self, temperature: float):
+    Sampled negatives are uniform over the catalogue while the items people buy next are not, so how often an item
+    occurs in the train histories is a strong signal that a title's text does not carry (docs/results.md)."""
+
+    def __init__(self, temperature: float, popularity_weight: float | None = None):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.popularity_weight = (None if popularity_weight is None
+                                  else nn.Parameter(torch.tensor(float(popularity_weight))))
 
-    def forward(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def forward(self, queries: torch.Tensor, candidates: torch.Tensor,
+                candidate_popularity: torch.Tensor | None = None) -> torch.Tensor:
         """`queries` `(batch, d)`; `candidates` `(batch, num_candidates, d)` (a list per query) or `(items, d)` (one
-        pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`."""
+        pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`;
+        `candidate_popularity`: the candidates' counts, `candidates` without its last dimension."""
         scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
         queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)
         if candidates.dim() == 3:
-            return scale * torch.einsum("bd,bcd->bc", queries, candidates)
-        return scale * queries @ candidates.T
+            logits = scale * torch.einsum("bd,bcd->bc", queries, candidates)
+        else:
+            logits = scale * queries @ candidates.T
+        if self.popularity_weight is None:
+            return logits
+        if candidate_popularity is None:
+            raise ValueError("This model scores with a popularity prior (popularity_weight is set): pass "
+                             "candidate_popularity, each candidate's count in the training histories (0 for an item "
+                             "never seen), shaped like the candidates.")
+        prior = self.popularity_weight * torch.log1p(candidate_popularity.to(logits.dtype).clamp(min=0))
+        return logits + (prior if candidates.dim() == 3 else prior.unsqueeze(0))
+
+
+def scoring_head(config, hidden_size: int) -> nn.Module:
+    """The head a config's scoring form needs (X-Cross and the single-domain recommenders alike)."""
+    if config.scoring == "dual":
+        return SimilarityHead(config.temperature, config.popularity_weight)
+    return RecommendationHead(hidden_size)
+
+
+def recency_weights(lengths: list[int], decay: float) -> torch.Tensor:
+    """`(histories, sum(lengths))`: row u weights the items of history u (stacked oldest first, histories one after
+    another) by decay ** (steps from its last item), normalised to sum to one; 1.0 is the plain mean."""
+    if not all(lengths):
+        raise ValueError("A history is empty: the history representation is the mean of its items, so every history "
+                         "needs at least one item.")
+    weights = torch.zeros(len(lengths), sum(lengths))
+    start = 0
+    for row, length in enumerate(lengths):
+        recency = decay ** torch.arange(length - 1, -1, -1, dtype=torch.float64)
+        weights[row, start:start + length] = (recency / recency.sum()).float()
+        start += length
+    return weights
 
 
 Encoder = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -87,9 +128,11 @@ def _check_same_shape(ids_name: str, input_ids: torch.Tensor, **others: torch.Te
 def check_inputs(scoring: str, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, candidate_input_ids: torch.Tensor | None = None,
                  candidate_attention_mask: torch.Tensor | None = None,
-                 candidate_token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> None:
+                 candidate_token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 history_weights: torch.Tensor | None = None, candidate_popularity: torch.Tensor | None = None) -> None:
     """Refuse what a recommender would otherwise reshape or index silently wrong, or fail on without saying why:
     inputs shaped for the other scoring form, masks of another shape, empty batches, labels out of range."""
+    batch = input_ids.shape[0]
     if scoring == "dual":
         if candidate_input_ids is None or input_ids.dim() != 2 or candidate_input_ids.dim() not in (2, 3):
             raise ValueError(
@@ -98,15 +141,24 @@ def check_inputs(scoring: str, input_ids: torch.Tensor, attention_mask: torch.Te
                 f"(items, seq_len) shared by the batch; got input_ids {tuple(input_ids.shape)} and candidate_input_ids "
                 f"{None if candidate_input_ids is None else tuple(candidate_input_ids.shape)}. "
                 "`modeling_xcross.pipeline.RecommendationCollator(..., scoring='dual')` builds them from text.")
-        if candidate_input_ids.dim() == 3 and candidate_input_ids.shape[0] != input_ids.shape[0]:
+        if history_weights is not None:
+            if history_weights.dim() != 2 or history_weights.shape[1] != input_ids.shape[0]:
+                raise ValueError(f"history_weights must be (histories, {input_ids.shape[0]}): one weight per history "
+                                 f"item of input_ids for each history; got {tuple(history_weights.shape)}.")
+            batch = history_weights.shape[0]
+        if candidate_input_ids.dim() == 3 and candidate_input_ids.shape[0] != batch:
             raise ValueError(f"candidate_input_ids has {candidate_input_ids.shape[0]} candidate lists for "
-                             f"{input_ids.shape[0]} histories.")
+                             f"{batch} histories.")
         _check_same_shape("candidate_input_ids", candidate_input_ids, candidate_attention_mask=candidate_attention_mask,
                           candidate_token_type_ids=candidate_token_type_ids)
+        if candidate_popularity is not None and candidate_popularity.shape != candidate_input_ids.shape[:-1]:
+            raise ValueError(f"candidate_popularity must have the shape {tuple(candidate_input_ids.shape[:-1])} of the "
+                             f"candidates, got {tuple(candidate_popularity.shape)}.")
         num_candidates = candidate_input_ids.shape[-2]
     else:
-        if candidate_input_ids is not None:
-            raise ValueError("candidate_input_ids is for dual scoring; this model scores in cross mode "
+        if candidate_input_ids is not None or history_weights is not None or candidate_popularity is not None:
+            raise ValueError("candidate_input_ids, history_weights and candidate_popularity are for dual scoring; this "
+                             "model scores in cross mode "
                              "(scoring='cross'): pass one (history, candidate) prompt per candidate as input_ids "
                              "(batch, num_candidates, seq_len).")
         if input_ids.dim() not in (2, 3):
@@ -118,8 +170,8 @@ def check_inputs(scoring: str, input_ids: torch.Tensor, attention_mask: torch.Te
     _check_same_shape("input_ids", input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
     if labels is None:
         return
-    if labels.shape != (input_ids.shape[0],):
-        raise ValueError(f"labels must have shape (batch,) = ({input_ids.shape[0]},), got {tuple(labels.shape)}.")
+    if labels.shape != (batch,):
+        raise ValueError(f"labels must have shape (batch,) = ({batch},), got {tuple(labels.shape)}.")
     if labels.min() < 0 or labels.max() >= num_candidates:
         raise ValueError(f"labels must be candidate indices from 0 to {num_candidates - 1}, got {labels.tolist()}.")
 
@@ -127,9 +179,11 @@ def check_inputs(scoring: str, input_ids: torch.Tensor, attention_mask: torch.Te
 def score_candidates(encode: Encoder, scoring: str, head: nn.Module, input_ids: torch.Tensor,
                      attention_mask: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                      candidate_input_ids: torch.Tensor | None = None, candidate_attention_mask: torch.Tensor | None = None,
-                     candidate_token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                     candidate_token_type_ids: torch.Tensor | None = None, history_weights: torch.Tensor | None = None,
+                     candidate_popularity: torch.Tensor | None = None) -> torch.Tensor:
     """Logits of either scoring form; `encode(input_ids, attention_mask, token_type_ids)` maps 2-D inputs to pooled
-    representations `(sequences, d)`."""
+    representations `(sequences, d)`. With `history_weights`, `input_ids` are the histories' items and a history is
+    their weighted mean (`history_query`)."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if scoring == "cross":
@@ -137,7 +191,15 @@ def score_candidates(encode: Encoder, scoring: str, head: nn.Module, input_ids: 
         return head(pooled).view(input_ids.shape[:-1])
     if candidate_attention_mask is None:
         candidate_attention_mask = torch.ones_like(candidate_input_ids)
-    queries = encode(input_ids, attention_mask, token_type_ids)
+    queries = history_query(encode(input_ids, attention_mask, token_type_ids), history_weights)
     items = encode(_flatten(candidate_input_ids), _flatten(candidate_attention_mask),
                    _flatten(candidate_token_type_ids))
-    return head(queries, items.view(*candidate_input_ids.shape[:-1], -1))
+    return head(queries, items.view(*candidate_input_ids.shape[:-1], -1), candidate_popularity)
+
+
+def history_query(encoded: torch.Tensor, history_weights: torch.Tensor | None) -> torch.Tensor:
+    """The history representations: `encoded` itself (one prompt per history), or with `history_weights` the weighted
+    mean of the unit-normalised item representations `encoded` holds."""
+    if history_weights is None:
+        return encoded
+    return history_weights.to(encoded.dtype) @ F.normalize(encoded, dim=-1)

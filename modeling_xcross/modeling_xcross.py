@@ -24,7 +24,7 @@ from configuration_xcross import XCrossConfig
 from .adapters import LoraAdapter, load_lora_adapter
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, read_safetensors, weight_group
 from .families import bare_base_model, family_for
-from .head import RecommendationHead, SimilarityHead, check_inputs, pool_hidden_states, score_candidates
+from .head import SimilarityHead, check_inputs, pool_hidden_states, score_candidates, scoring_head
 from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
@@ -145,6 +145,8 @@ class XCrossPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, SimilarityHead):
             init.constant_(module.logit_scale, math.log(1.0 / self.config.temperature))
+            if module.popularity_weight is not None:
+                init.constant_(module.popularity_weight, float(self.config.popularity_weight))
         elif isinstance(module, XCrossForSequentialRecommendation):
             init.constant_(module.domain_weights, 1.0 / self.config.num_adapters)
 
@@ -188,8 +190,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                                         normalize_fusion_input=config.normalize_fusion_input)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
-        self.head = (SimilarityHead(config.temperature) if config.scoring == "dual"
-                     else RecommendationHead(config.hidden_size))
+        self.head = scoring_head(config, config.hidden_size)
         # The tokenizer save_pretrained writes; read from the base reference when unset.
         self.tokenizer = None
         self.post_init()
@@ -300,6 +301,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
         candidate_attention_mask: torch.Tensor | None = None,
         candidate_token_type_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        history_weights: torch.Tensor | None = None,
+        candidate_popularity: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_fusion_weights: bool = False,
         return_dict: bool = True,
@@ -314,11 +317,17 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
                 `(batch, num_candidates, seq_len)` or one pool shared by the batch `(items, seq_len)`.
             candidate_attention_mask, candidate_token_type_ids: Same shape as `candidate_input_ids`.
             labels (`torch.LongTensor` of shape `(batch,)`): Index of the true candidate of each example.
+            history_weights (`torch.Tensor` of shape `(batch, history_items)`, dual scoring with
+                `history_encoding="items"`): `input_ids` are then the histories' item titles `(history_items,
+                seq_len)` and row u the weights of history u's items (`head.recency_weights`).
+            candidate_popularity (`torch.Tensor`, dual scoring with `popularity_weight` set): Each candidate's count
+                in the training histories, shaped like `candidate_input_ids` without `seq_len`.
             output_hidden_states: Return every stream's refined hidden states (of `input_ids`).
             output_fusion_weights: Return the fusion head output z of every integrated block (of `input_ids`).
         """
         check_inputs(self.config.scoring, input_ids, attention_mask, token_type_ids, candidate_input_ids,
-                     candidate_attention_mask, candidate_token_type_ids, labels)
+                     candidate_attention_mask, candidate_token_type_ids, labels, history_weights,
+                     candidate_popularity)
         extras = {}
 
         def encode(ids, mask, types):
@@ -331,7 +340,8 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             return pooled
 
         logits = score_candidates(encode, self.config.scoring, self.head, input_ids, attention_mask, token_type_ids,
-                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids)
+                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids,
+                                  history_weights, candidate_popularity)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         output = XCrossRecommendationOutput(loss=loss, logits=logits, hidden_states=extras["hidden_states"],
                                             fusion_weights=extras["fusion_weights"])

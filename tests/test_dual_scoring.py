@@ -90,7 +90,7 @@ def test_dual_inputs_of_the_wrong_form_are_refused(tiny, inputs, message):
 
 def test_cross_model_refuses_candidate_inputs(tiny):
     model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {"toys": tiny.adapter_dirs["toys"]})
-    with pytest.raises(ValueError, match="candidate_input_ids is for dual scoring"):
+    with pytest.raises(ValueError, match="candidate_input_ids, history_weights and candidate_popularity are for dual scoring"):
         model(torch.ones(2, 3, 6, dtype=torch.long), candidate_input_ids=torch.ones(2, 3, 4, dtype=torch.long))
 
 

@@ -32,7 +32,7 @@ def test_config_expands_to_e1_to_e5_for_every_seed(tmp_path):
     per_seed = ["E1_lora_Sports", "E1_lora_Tools", "E1_lora_Toys", "E2_xcross_Tools", "E3_xcross_Tools_50pct",
                 "E3_lora_Tools_50pct", "E4_zero-shot_Toys_on_Tools", "E4_zero-shot_Sports_on_Tools", "E4_head_Tools",
                 "E4_merged-sources_Tools", "E4_xlora_Tools", "E5_popularity_Tools_50pct", "E5_popularity_Tools",
-                "E5_similarity_Tools", "E5_random_Tools"]
+                "E5_similarity_Tools", "E5_similarity-popularity_Tools", "E5_random_Tools"]
     assert list(runs) == [f"{name}_seed{seed}" for seed in (1, 2) for name in per_seed]
     # Popularity counts the train users its fraction gives the models, on the models' test lists.
     popularity = runs["E5_popularity_Tools_50pct_seed1"].args

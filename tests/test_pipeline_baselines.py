@@ -142,20 +142,37 @@ def test_baselines_score_the_trained_models_lists(adapters, data_dir, tiny_backb
     assert {key: popularity[key] for key in METRIC_KEYS} == pytest.approx({key: expected[key] for key in METRIC_KEYS})
 
 
-def test_untrained_dual_recommender_scores_like_the_similarity_baseline(data_dir, tiny_backbone, tmp_path):
-    """A fresh dual LoRA recommender (PEFT's B = 0) scores exactly what the similarity baseline scores: training
-    starts from the baseline."""
-    from modeling_xcross.pipeline.baselines import similarity_scores
+@pytest.mark.parametrize("scoring", [
+    {"history_encoding": "items", "history_decay": 1.0},
+    {"history_encoding": "items", "history_decay": 0.5, "temperature": 0.2, "popularity_weight": 1.5},
+    {"history_encoding": "text"},
+])
+def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir, tiny_backbone, tmp_path, scoring):
+    """A fresh dual LoRA recommender (PEFT's B = 0) scores exactly what the untrained baselines score (similarity:
+    plain item mean; similarity-popularity: with the prior): training starts from the baseline."""
+    from modeling_xcross.pipeline.baselines import untrained_scores
     from modeling_xcross.pipeline.candidates import build_eval_lists
     from modeling_xcross.pipeline.data import load_domain
     from modeling_xcross.pipeline.dual_encoding import dual_scores
     from modeling_xcross.pipeline.models import collator_for
     from modeling_xcross.pipeline.samples import EvalSamples
 
+    from modeling_xcross.pipeline.samples import title_counts
+
     domain = load_domain(data_dir, "Tools")
-    samples = EvalSamples(domain, build_eval_lists(domain, "test", sorted(domain.test)[:5], seed=1))
-    fresh = LoraRecommender.create(str(tiny_backbone), scoring="dual").eval()
+    counts = title_counts(domain, sorted(domain.train)) if "popularity_weight" in scoring else None
+    samples = EvalSamples(domain, build_eval_lists(domain, "test", sorted(domain.test)[:5], seed=1), counts)
+    fresh = LoraRecommender.create(str(tiny_backbone), scoring="dual", **scoring).eval()
     examples = [samples[index] for index in range(len(samples))]
-    collator = collator_for(str(tiny_backbone), 48, domain.titles.values(), "dual")
-    torch.testing.assert_close(torch.from_numpy(similarity_scores(str(tiny_backbone), samples, 48)),
-                               dual_scores(fresh, collator, examples), atol=1e-4, rtol=1e-4)
+    collator = collator_for(str(tiny_backbone), 48, domain.titles.values(), "dual", fresh.config.history_encoding,
+                            fresh.config.history_decay)
+    expected = dual_scores(fresh, collator, examples)
+    torch.testing.assert_close(torch.from_numpy(untrained_scores(str(tiny_backbone), samples, 48, **scoring)),
+                               expected, atol=1e-4, rtol=1e-4)
+    if counts is not None:  # the prior moved the scores: popularity_weight * log(1 + count) on top of the cosine
+        plain = LoraRecommender.create(str(tiny_backbone), scoring="dual", history_encoding="items",
+                                       history_decay=0.5, temperature=0.2).eval()
+        without = dual_scores(plain, collator, [{key: value for key, value in example.items()
+                                                 if key != "candidate_popularity"} for example in examples])
+        prior = 1.5 * torch.log1p(torch.tensor([example["candidate_popularity"] for example in examples]))
+        torch.testing.assert_close(expected, without + prior, atol=1e-4, rtol=1e-4)

@@ -38,13 +38,18 @@ def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone
 def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, tiny_backbone):
     recommender = LoraRecommender.from_pretrained(adapters / "toys")
     assert (recommender.scoring, recommender.pooling) == ("dual", "mean"), "the CLI's default scoring"
-    xcross = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, {"toys": adapters / "toys"},
-                                                             scoring="dual").eval()
+    config = recommender.config
+    assert (config.history_encoding, config.popularity_weight) == ("items", 1.0), "the CLI's default dual settings"
+    xcross = XCrossForSequentialRecommendation.from_adapters(
+        tiny_backbone, {"toys": adapters / "toys"}, scoring="dual", history_encoding=config.history_encoding,
+        history_decay=config.history_decay, popularity_weight=config.popularity_weight).eval()
     xcross.head.load_state_dict(recommender.head.state_dict())
-    histories, candidates = torch.randint(5, 80, (2, 10)), torch.randint(5, 80, (2, 3, 6))
+    # Two histories of 3 and 2 items (5 item titles), 3 candidates each with their counts.
+    inputs = {"input_ids": torch.randint(5, 80, (5, 10)), "candidate_input_ids": torch.randint(5, 80, (2, 3, 6)),
+              "history_weights": torch.tensor([[0.2, 0.3, 0.5, 0, 0], [0, 0, 0, 0.4, 0.6]]),
+              "candidate_popularity": torch.tensor([[0.0, 3.0, 1.0], [7.0, 0.0, 2.0]])}
     with torch.no_grad():
-        torch.testing.assert_close(xcross(histories, candidate_input_ids=candidates).logits,
-                                   recommender(histories, candidate_input_ids=candidates).logits, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(xcross(**inputs).logits, recommender(**inputs).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):

@@ -2,9 +2,11 @@
 
 - popularity: how often a candidate occurs in the histories of the train users a model of the same run would see
   (`--max-train-users`, after the validation users are held out); ties count against the true item, as everywhere.
-- similarity: the untrained backbone in dual scoring: the history prompt and each candidate title encoded
-  separately, mean-pooled, ranked by cosine similarity. A dual X-Cross or LoRA recommender computes exactly this at
-  initialisation (zero LoRA B, zero fusion heads), so it is the point training starts from.
+- similarity: the untrained backbone's mean-pooled title embeddings; a history is the plain mean of its items'
+  embeddings; candidates ranked by cosine similarity.
+- similarity-popularity: the untrained dual model with the run's scoring settings (history decay, temperature,
+  popularity prior over the train users' title counts): what a dual X-Cross or LoRA recommender computes at
+  initialisation (zero LoRA B, zero fusion heads), the point training starts from.
 - random: a seeded random order (MRR about 0.133 for 30 candidates).
 """
 
@@ -24,9 +26,9 @@ from .head_recommender import HeadRecommender
 from .metrics import load_ranking_metric
 from .models import collator_for
 from .runs import write_metrics
-from .samples import EvalSamples
+from .samples import EvalSamples, title_counts
 
-BASELINES = ("popularity", "similarity", "random")
+BASELINES = ("popularity", "similarity", "similarity-popularity", "random")
 
 
 def popularity_scores(domain: DomainData, train_users: list[str], lists: list[dict]) -> np.ndarray:
@@ -35,11 +37,14 @@ def popularity_scores(domain: DomainData, train_users: list[str], lists: list[di
     return np.array([[counts[item] for item in entry["candidates"]] for entry in lists], dtype=np.float32)
 
 
-def similarity_scores(backbone: str, samples: EvalSamples, max_length: int) -> np.ndarray:
-    """`(lists, candidates)`: cosine similarity of the untrained backbone's history and title representations."""
-    model = HeadRecommender.create(backbone, scoring="dual").eval()
+def untrained_scores(backbone: str, samples: EvalSamples, max_length: int, **scoring) -> np.ndarray:
+    """`(lists, candidates)`: the scores of the untrained backbone in dual scoring with `scoring` (the
+    `RecommenderConfig` fields history_encoding, history_decay, temperature, popularity_weight); samples carry
+    candidate counts when popularity_weight is set."""
+    model = HeadRecommender.create(backbone, scoring="dual", **scoring).eval()
     examples = [samples[index] for index in range(len(samples))]
-    collator = collator_for(backbone, max_length, samples.domain.titles.values(), "dual")
+    collator = collator_for(backbone, max_length, samples.domain.titles.values(), "dual",
+                            model.config.history_encoding, model.config.history_decay)
     return dual_scores(model, collator, examples).numpy()
 
 
@@ -49,9 +54,11 @@ def random_scores(seed: int, lists: list[dict]) -> np.ndarray:
 
 def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: Path, backbone: str,
                       max_train_users: int | None, max_eval_users: int | None, val_users: int, seed: int,
-                      max_length: int) -> dict:
+                      max_length: int, history_decay: float = 1.0, temperature: float = 0.05,
+                      popularity_weight: float = 1.0) -> dict:
     """Score a baseline on the test lists a trained model with the same data settings and seed is scored on;
-    writes `output_dir/metrics.json` (the same keys as a trained run's) and returns it."""
+    writes `output_dir/metrics.json` (the same keys as a trained run's) and returns it. `history_decay`,
+    `temperature` and `popularity_weight` are the dual-scoring settings of `similarity-popularity`."""
     if method not in BASELINES:
         raise ValueError(f"Unknown baseline {method!r}; choose one of {BASELINES}.")
     started = time.time()
@@ -67,7 +74,13 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
     if method == "popularity":
         scores = popularity_scores(domain, users["train"], lists["lists"])
     elif method == "similarity":
-        scores = similarity_scores(canonical_model_name(backbone), EvalSamples(domain, lists), max_length)
+        scores = untrained_scores(canonical_model_name(backbone), EvalSamples(domain, lists), max_length,
+                                  history_encoding="items", history_decay=1.0)
+    elif method == "similarity-popularity":
+        samples = EvalSamples(domain, lists, title_counts(domain, users["train"]))
+        scores = untrained_scores(canonical_model_name(backbone), samples, max_length, history_encoding="items",
+                                  history_decay=history_decay, temperature=temperature,
+                                  popularity_weight=popularity_weight)
     else:
         scores = random_scores(seed, lists["lists"])
     metrics = load_ranking_metric().compute(predictions=scores,
@@ -75,7 +88,9 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
     settings = {"command": "baseline", "method": method, "data_dir": data_dir, "domain": domain_name,
                 "output_dir": str(output_dir), "backbone": canonical_model_name(backbone),
                 "max_train_users": max_train_users, "max_eval_users": max_eval_users, "val_users": val_users,
-                "max_length": max_length, "seed": seed}
+                "max_length": max_length, "seed": seed,
+                **({"history_decay": history_decay, "temperature": temperature, "popularity_weight": popularity_weight}
+                   if method == "similarity-popularity" else {})}
     metrics.update(split="test", num_users=len(users["test"]), num_train_users=len(users["train"]),
                    trainable_parameters=0, wall_time_s=round(time.time() - started, 1), settings=settings)
     write_metrics(output_dir, metrics)

@@ -17,7 +17,7 @@ import math
 import sys
 from pathlib import Path
 
-from configuration_xcross.configuration_xcross import POOLING_MODES, SCORING_MODES
+from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES
 
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
@@ -31,6 +31,10 @@ from .samples import TRAIN_POSITIONS
 DEFAULT_SCORING = "dual"
 DEFAULT_TRAIN_POSITIONS = "all"
 DEFAULT_FUSION_LEARNING_RATE = 1e-5
+DEFAULT_TEMPERATURE = 0.2
+DEFAULT_HISTORY_ENCODING = "items"
+DEFAULT_HISTORY_DECAY = 0.5
+DEFAULT_POPULARITY_WEIGHT = 1.0
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions are bugs and keep their traceback. DataError, ModelDirError and OutputDirError are ValueErrors.
@@ -70,6 +74,17 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def _decay(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (1 is the plain mean), got {text}")
+    return value
+
+
+def _weight_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else _finite_float(text)
 
 
 def _label_and_dir(text: str) -> tuple[str, Path]:
@@ -124,15 +139,30 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                              "a pooler and score head; default: %(default)s")
     parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
                         help="token pooling; default: mean for dual scoring, else cls (encoders) / last (decoders)")
-    parser.add_argument("--temperature", type=_positive_float, default=0.05,
-                        help="initial temperature of dual scoring (cosine / temperature; learned); default: "
-                             "%(default)s")
+    _dual_scoring(parser)
     parser.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: every example's candidates are negatives of the others in its batch "
                              "(besides its own --train-negatives); default: %(default)s")
     parser.add_argument("--train-positions", choices=TRAIN_POSITIONS, default=DEFAULT_TRAIN_POSITIONS,
                         help="all: every position of a train history is an example (the item predicted from the "
                              "items before it); last: only the last item; default: %(default)s")
+
+
+def _dual_scoring(parser: argparse.ArgumentParser, history_encoding: bool = True) -> None:
+    """The options of dual scoring's score (the untrained baselines always encode histories as items)."""
+    parser.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
+                        help="initial temperature of dual scoring (cosine / temperature; learned); default: "
+                             "%(default)s")
+    if history_encoding:
+        parser.add_argument("--history-encoding", choices=HISTORY_ENCODINGS, default=DEFAULT_HISTORY_ENCODING,
+                            help="dual scoring: items: a history is the recency-weighted mean of its titles' "
+                                 "representations; text: one prompt of its titles; default: %(default)s")
+    parser.add_argument("--history-decay", type=_decay, default=DEFAULT_HISTORY_DECAY,
+                        help="with --history-encoding items, the weight of an item k steps before the last is "
+                             "decay ** k; default: %(default)s")
+    parser.add_argument("--popularity-weight", type=_weight_or_none, default=DEFAULT_POPULARITY_WEIGHT,
+                        help="dual scoring: initial weight w of the learned prior w * log(1 + count in the train "
+                             "histories); 'none' for no prior; default: %(default)s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     baseline.add_argument("--max-train-users", type=_positive_int, default=None,
                           help="train users whose histories popularity counts (as in the trained runs); default: all")
     _common(baseline, evaluating=True)
+    _dual_scoring(baseline, history_encoding=False)
 
     comparison = commands.add_parser("compare", help="one table (markdown, JSON, MRR bar chart) of finished runs "
                                      "scored on the same test lists")
@@ -203,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dual_settings(args: argparse.Namespace) -> dict:
+    """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
+    if args.scoring != "dual":
+        return {}
+    return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
+            "popularity_weight": args.popularity_weight}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -212,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "baseline":
             evaluate_baseline(args.method, args.data_dir, args.domain, args.output_dir, args.backbone,
-                              args.max_train_users, args.max_eval_users, args.val_users, args.seed, args.max_length)
+                              args.max_train_users, args.max_eval_users, args.val_users, args.seed, args.max_length,
+                              args.history_decay, args.temperature, args.popularity_weight)
             return 0
         if args.command == "evaluate":
             evaluate_model(args.model_dir, args.data_dir, args.domain, args.split, args.max_eval_users,
@@ -230,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0),
             scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions,
             in_batch_negatives=args.in_batch_negatives, temperature=args.temperature,
+            **_dual_settings(args),
             fusion_learning_rate=getattr(args, "fusion_learning_rate", None),
             normalize_fusion_input=getattr(args, "normalize_fusion_input", False))
         train(settings)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..head import recency_weights
 from .prompts import PROMPT, PromptFormat
 
 
@@ -15,15 +16,17 @@ class RecommendationCollator:
     Cross scoring, one prompt per candidate: `text_pair=True` (encoders) the pair (history, candidate) with token
     types, history truncated from the left; `text_pair=False` (decoders) one text with the candidate last, tokens
     right after the prompt prefix (the oldest history) dropped until it fits.
-    Dual scoring: the history text (oldest tokens dropped first) as `input_ids` and the candidate titles as
-    `candidate_input_ids`, one list per example; training examples marked `in_batch` share one pool of candidates
-    instead (every example's target and negatives, each title once), so the other examples' items are negatives too.
+    Dual scoring: the history text (oldest tokens dropped first) as `input_ids`, or with `history_encoding="items"`
+    the distinct history titles of the batch as `input_ids` and `history_weights` (see `head.recency_weights`); the
+    candidate titles as `candidate_input_ids`, one list per example, and their `candidate_popularity` when the
+    examples carry it; training examples marked `in_batch` share one pool of candidates instead (every example's
+    target and negatives, each title once), so the other examples' items are negatives too.
     """
 
     def __init__(self, tokenizer, text_pair: bool, max_length: int = 128, prompt: PromptFormat = PROMPT,
-                 scoring: str = "cross"):
+                 scoring: str = "cross", history_encoding: str = "text", history_decay: float = 1.0):
         self.tokenizer, self.text_pair, self.max_length, self.prompt = tokenizer, text_pair, max_length, prompt
-        self.scoring = scoring
+        self.scoring, self.history_encoding, self.history_decay = scoring, history_encoding, history_decay
         if text_pair:
             tokenizer.truncation_side = "left"
         if scoring == "dual" and tokenizer.pad_token is None:
@@ -65,8 +68,18 @@ class RecommendationCollator:
         return batch
 
     def _collate_dual(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.encode_histories([example["history"] for example in examples])
+        histories = [example["history"] for example in examples]
+        if self.history_encoding == "items":
+            titles = list(dict.fromkeys(title for history in histories for title in history))
+            batch = {**self.encode_items(titles), "history_weights": self.history_weights(histories, titles)}
+        else:
+            batch = self.encode_histories(histories)
+        with_popularity = all("candidate_popularity" in example for example in examples)
         if all(example.get("in_batch") for example in examples):
+            if with_popularity:
+                raise ValueError("In-batch negatives share one candidate pool, but a popularity prior gives each "
+                                 "example's candidates counts without the example's own history; train with one or "
+                                 "the other.")
             pool = list(dict.fromkeys(title for example in examples for title in example["candidates"]))
             labels = [pool.index(example["candidates"][example["label"]]) for example in examples]
             candidates = self.encode_items(pool)
@@ -75,12 +88,24 @@ class RecommendationCollator:
             encoded = self.encode_items([title for example in examples for title in example["candidates"]])
             candidates = {key: value.view(shape) for key, value in encoded.items()}
             labels = [example["label"] for example in examples]
+            if with_popularity:
+                batch["candidate_popularity"] = torch.tensor([example["candidate_popularity"] for example in examples],
+                                                             dtype=torch.float32)
         batch.update({f"candidate_{key}": value for key, value in candidates.items()})
         batch["labels"] = torch.tensor(labels)
         return batch
 
+    def history_weights(self, histories: list[list[str]], titles: list[str]) -> torch.Tensor:
+        """`(histories, titles)`: each history's recency weights (`head.recency_weights`) summed onto the distinct
+        `titles` its items are (a title bought twice counts twice)."""
+        position = {title: index for index, title in enumerate(titles)}
+        stacked = recency_weights([len(history) for history in histories], self.history_decay)
+        columns = torch.tensor([position[title] for history in histories for title in history], dtype=torch.long)
+        return torch.zeros(len(histories), len(titles)).index_add_(1, columns, stacked)
+
     def encode_histories(self, histories: list[list[str]]) -> dict[str, torch.Tensor]:
-        """Dual scoring: history texts (titles oldest first), the oldest tokens dropped first."""
+        """Dual scoring, `history_encoding="text"`: history texts (titles oldest first), the oldest tokens dropped
+        first."""
         return self._encode_single([self.prompt.history(titles) for titles in histories], truncation_side="left")
 
     def encode_items(self, titles: list[str]) -> dict[str, torch.Tensor]:

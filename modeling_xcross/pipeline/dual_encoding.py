@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..head import history_query
+
 ENCODE_BATCH_SIZE = 64
 
 
@@ -34,11 +36,20 @@ def model_device(model) -> torch.device:
 
 @torch.no_grad()
 def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
-    """`(examples, candidates)` scores of a dual-scoring model on candidate lists, each distinct title encoded once."""
-    titles = list(dict.fromkeys(title for example in examples for title in example["candidates"]))
+    """`(examples, candidates)` scores of a dual-scoring model on candidate lists, each distinct title encoded once
+    (history titles too, when histories are the mean of their items); examples carry `candidate_popularity` when the
+    model has a popularity prior."""
+    histories = [example["history"] for example in examples]
+    by_items = collator.history_encoding == "items"
+    titles = list(dict.fromkeys([title for example in examples for title in example["candidates"]]
+                                + ([title for history in histories for title in history] if by_items else [])))
     position = {title: index for index, title in enumerate(titles)}
     items = encode_texts(model, collator.encode_items, titles, "encoding items", batch_size)
-    histories = encode_texts(model, collator.encode_histories, [example["history"] for example in examples],
-                             "encoding histories", batch_size)
+    if by_items:
+        queries = history_query(items, collator.history_weights(histories, titles))
+    else:
+        queries = encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
     lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
-    return model.head(histories, items[lists])
+    popularity = (torch.tensor([example["candidate_popularity"] for example in examples], dtype=torch.float32)
+                  if "candidate_popularity" in examples[0] else None)
+    return model.head(queries, items[lists], popularity)

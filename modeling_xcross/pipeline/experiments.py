@@ -92,7 +92,7 @@ class ExperimentConfig:
 class Run:
     run_id: str
     experiment: str
-    model: str  # lora, xcross, head, merged-sources, zero-shot, xlora, popularity, similarity, random
+    model: str  # lora, xcross, head, merged-sources, zero-shot, xlora, popularity, similarity, similarity-popularity, random
     target: str
     sources: list[str]
     fraction: float
@@ -111,7 +111,7 @@ class Run:
 def plan_runs(config: ExperimentConfig) -> list[Run]:
     """Every run of E1-E5 for every seed, E1 first (its adapters are the sources of the others). E5 is the simple
     references (`xcross baseline`): popularity at every fraction (it counts that fraction's train users), the
-    untrained backbone's similarity and a random order once."""
+    untrained backbone's similarity, with the popularity prior (the untrained dual model) and a random order once."""
     scale = config.scale
     evaluation = ["--data-dir", config.data_dir, "--max-eval-users", str(scale["test_users"]), "--val-users",
                   str(scale["val_users"]), "--eval-batch-size", str(scale["eval_batch_size"]), "--max-length",
@@ -191,7 +191,7 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
             runs.append(Run(f"E4_xlora_{target}_seed{seed}", "E4", "xlora", target, sources, 1.0, seed,
                             not_applicable=XLORA_NOT_APPLICABLE))
             runs += [baseline("popularity", target, fraction) for fraction in sorted(config.fractions)]
-            runs += [baseline(method, target, 1.0) for method in ("similarity", "random")]
+            runs += [baseline(method, target, 1.0) for method in ("similarity", "similarity-popularity", "random")]
     return runs
 
 

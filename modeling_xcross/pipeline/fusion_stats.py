@@ -10,7 +10,7 @@ import torch
 
 from .candidates import eval_lists_for
 from .data import load_domain, split_users
-from .models import collator_for, load_trained_model, model_scoring
+from .models import collator_for, collator_settings, load_popularity, load_trained_model
 from .samples import EvalSamples
 
 
@@ -23,8 +23,9 @@ def fusion_contributions(model_dir: str | Path, data_dir: str | Path, domain_nam
     chosen = split_users(domain, 1, seed, max_test_users=users)["test"]
     path = Path(model_dir) / f"eval_{domain_name}_test" / f"candidates_test_{len(chosen)}users_seed{seed}.json"
     path.parent.mkdir(exist_ok=True)
-    samples = EvalSamples(domain, eval_lists_for(domain, "test", chosen, seed, path))
-    collator = collator_for(backbone, max_length, domain.titles.values(), model_scoring(model))
+    popularity = load_popularity(model_dir) if model.config.popularity_weight is not None else None
+    samples = EvalSamples(domain, eval_lists_for(domain, "test", chosen, seed, path), popularity)
+    collator = collator_for(backbone, max_length, domain.titles.values(), **collator_settings(model))
     totals, tokens = None, 0
     for start in range(0, len(samples), batch_size):
         batch = collator([samples[index] for index in range(start, min(start + batch_size, len(samples)))])

@@ -23,12 +23,12 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
-from configuration_xcross.configuration_xcross import default_pooling
+from configuration_xcross.configuration_xcross import check_scoring_fields, default_pooling
 
 from ..adapters import PEFT_PREFIX, load_lora_adapter
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
 from ..families import family_for
-from ..head import RecommendationHead, SimilarityHead, check_inputs, pool_hidden_states, score_candidates
+from ..head import check_inputs, pool_hidden_states, score_candidates, scoring_head
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
 from ..packaged_models import canonical_model_name
 
@@ -68,15 +68,22 @@ class RecommenderConfig(PreTrainedConfig):
     scoring: str = "cross"
     pooling: str = "cls"
     temperature: float | int = 0.05
+    history_encoding: str = "text"
+    history_decay: float | int = 1.0
+    popularity_weight: float | int | None = None
     kind: str = LORA_RECOMMENDER_KIND
     merged_from: list[str] | None = None
 
+    def validate_scoring(self):
+        check_scoring_fields(self)
+
 
 def recommender_config(backbone: str, model_type: str, scoring: str = "cross", pooling: str | None = None,
-                       temperature: float = 0.05, **settings) -> RecommenderConfig:
-    """The config of a new recommender, with pooling resolved by `default_pooling`, as X-Cross resolves it."""
+                       **settings) -> RecommenderConfig:
+    """The config of a new recommender, with pooling resolved by `default_pooling`, as X-Cross resolves it;
+    `settings`: the other `RecommenderConfig` fields."""
     pooling = pooling or default_pooling(scoring, family_for(model_type).default_pooling)
-    return RecommenderConfig(backbone=backbone, scoring=scoring, pooling=pooling, temperature=temperature, **settings)
+    return RecommenderConfig(backbone=backbone, scoring=scoring, pooling=pooling, **settings)
 
 
 class LoraRecommender(PreTrainedModel):
@@ -90,8 +97,7 @@ class LoraRecommender(PreTrainedModel):
         super().__init__(config)
         self.peft_model = peft_model
         encoder = peft_model.get_base_model() if isinstance(peft_model, PeftModel) else peft_model
-        self.head = (SimilarityHead(config.temperature) if config.scoring == "dual"
-                     else RecommendationHead(encoder.config.hidden_size))
+        self.head = scoring_head(config, encoder.config.hidden_size)
         self.post_init()
         # What save_pretrained leaves out and a Trainer checkpoint therefore lacks: everything but what trains.
         self._keys_to_ignore_on_save = {key for key in self.state_dict() if not self.is_trained(key)}
@@ -174,11 +180,14 @@ class LoraRecommender(PreTrainedModel):
         return pool_hidden_states(hidden, attention_mask, self.pooling)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, candidate_input_ids=None,
-                candidate_attention_mask=None, candidate_token_type_ids=None, labels=None):
+                candidate_attention_mask=None, candidate_token_type_ids=None, labels=None, history_weights=None,
+                candidate_popularity=None):
+        """The inputs of `XCrossForSequentialRecommendation.forward`."""
         check_inputs(self.scoring, input_ids, attention_mask, token_type_ids, candidate_input_ids,
-                     candidate_attention_mask, candidate_token_type_ids, labels)
+                     candidate_attention_mask, candidate_token_type_ids, labels, history_weights, candidate_popularity)
         logits = score_candidates(self.encode, self.scoring, self.head, input_ids, attention_mask, token_type_ids,
-                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids)
+                                  candidate_input_ids, candidate_attention_mask, candidate_token_type_ids,
+                                  history_weights, candidate_popularity)
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return XCrossRecommendationOutput(loss=loss, logits=logits)
 

@@ -3,6 +3,8 @@ one for evaluation, with the checks that make a wrong directory fail early and s
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,13 +13,17 @@ from transformers import AutoConfig, AutoTokenizer
 from configuration_xcross import XCrossConfig
 
 from ..adapters import ADAPTER_CONFIG_NAME
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_json
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
 from ..families import family_for
 from ..modeling_xcross import XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path
 from .collator import RecommendationCollator
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
+
+
+# Title -> count in the train histories, saved beside a model whose dual score has a popularity prior.
+POPULARITY_NAME = "item_popularity.json"
 
 
 class ModelDirError(ValueError):
@@ -60,9 +66,25 @@ def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int, 
                                   **scoring)
 
 
-def model_scoring(model) -> str:
-    """The scoring form of a loaded model: an X-Cross config field, a recommender attribute."""
-    return model.config.scoring if isinstance(model, XCrossForSequentialRecommendation) else model.scoring
+def collator_settings(model) -> dict:
+    """How a loaded model's inputs are batched (`collator_for` keywords): its scoring form and history encoding."""
+    config = model.config
+    return {"scoring": config.scoring, "history_encoding": config.history_encoding,
+            "history_decay": config.history_decay}
+
+
+def save_popularity(directory: Path, counts: Counter) -> None:
+    """The title counts a model with a popularity prior was trained with, next to it (the prior needs them)."""
+    atomic_write(Path(directory) / POPULARITY_NAME,
+                 lambda path: path.write_text(json.dumps(dict(counts.most_common()), ensure_ascii=False)))
+
+
+def load_popularity(directory: Path) -> Counter:
+    path = Path(directory) / POPULARITY_NAME
+    if not path.is_file():
+        raise ModelDirError(f"{directory} holds a model with a popularity prior but no {POPULARITY_NAME} (the title "
+                            "counts it was trained with); copy it from the run's output directory.")
+    return Counter(read_json(path))
 
 
 def load_trained_model(directory: Path):
@@ -90,14 +112,16 @@ def load_trained_model(directory: Path):
                         "`xcross train-adapter`, `train-head` or `train` run.")
 
 
-def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring: str = "cross") -> RecommendationCollator:
+def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring: str = "cross",
+                 history_encoding: str = "text", history_decay: float = 1.0) -> RecommendationCollator:
     """The collator matching the backbone and scoring form (cross prompts: text pairs for encoders, one text for
-    decoders), after checking that `max_length` fits every candidate of `titles` (with some history in a cross
+    decoders) and history encoding, after checking that `max_length` fits every candidate of `titles` (with some history in a cross
     prompt), so no prompt fails or loses its candidate."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
-    collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring)
+    collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring,
+                                      history_encoding=history_encoding, history_decay=history_decay)
     required = collator.required_length(titles)
     if max_length < required:
         raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain "

@@ -12,7 +12,8 @@ from .experiments import DEFAULT_REFINE, ExperimentConfig
 from .metrics import METRIC_KEYS
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
-TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", "similarity", "popularity", "random")
+TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", "similarity-popularity", "similarity",
+               "popularity", "random")
 
 
 def load_records(records_dir: str | Path) -> list[dict]:
@@ -33,6 +34,7 @@ def row_label(record: dict) -> str:
             "merged-sources": f"Merged {sources} adapters (cat, mean delta) + head",
             "xlora": f"PEFT X-LoRA ({sources})",
             "similarity": "Untrained backbone similarity (E5)", "popularity": "Popularity (E5)",
+            "similarity-popularity": "Untrained similarity + popularity prior (E5)",
             "random": "Random order (E5)"}[record["model"]]
 
 

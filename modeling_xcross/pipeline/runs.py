@@ -18,9 +18,10 @@ from .data import DataError, load_domain, split_users
 from .dual_encoding import dual_scores
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
-from .models import build_head_recommender, build_xcross, collator_for, load_trained_model, model_scoring
+from .models import (build_head_recommender, build_xcross, collator_for, collator_settings, load_popularity,
+                     load_trained_model, save_popularity)
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
-from .samples import EvalSamples, TrainSamples
+from .samples import EvalSamples, TrainSamples, title_counts
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
@@ -66,6 +67,9 @@ class RunSettings:
     fusion_learning_rate: float | None = None  # X-Cross fusion heads (`train` only); None: --learning-rate
     normalize_fusion_input: bool = False
     temperature: float = 0.05
+    history_encoding: str = "text"
+    history_decay: float = 1.0
+    popularity_weight: float | None = None  # dual scoring's popularity prior; None: none
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -118,15 +122,22 @@ def write_metrics(output_dir: Path, metrics: dict) -> None:
         f"{key} {metrics[key]:.4f}" for key in ("hit@1", "hit@3", "hit@10", "ndcg@3", "ndcg@10", "mrr")))
 
 
-def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path) -> EvalSamples:
+def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path, popularity) -> EvalSamples:
     path = output_dir / f"candidates_test_{len(users)}users_seed{settings.seed}.json"
-    return EvalSamples(domain, eval_lists_for(domain, "test", users, settings.seed, path))
+    return EvalSamples(domain, eval_lists_for(domain, "test", users, settings.seed, path), popularity)
+
+
+def scoring_settings(settings: RunSettings) -> dict:
+    """The model config fields of a run's scoring form."""
+    return {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature,
+            "history_encoding": settings.history_encoding, "history_decay": settings.history_decay,
+            "popularity_weight": settings.popularity_weight}
 
 
 def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
-    scoring = {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature}
+    scoring = scoring_settings(settings)
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
                             max_length=settings.max_length, normalize_fusion_input=settings.normalize_fusion_input,
@@ -150,19 +161,21 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         raise DataError(f"Domain {settings.domain} has no usable test user to evaluate on.")
     print(f"[data] users: {len(users['train'])} train, {len(users['validation'])} validation, "
           f"{len(users['test'])} test")
-    collator = collator_for(settings.backbone, settings.max_length, domain.titles.values(), settings.scoring)
+    collator = collator_for(settings.backbone, settings.max_length, domain.titles.values(), settings.scoring,
+                            settings.history_encoding, settings.history_decay)
     model = build_model(settings)
+    popularity = title_counts(domain, users["train"]) if settings.popularity_weight is not None else None
     # Only now that the inputs are known to be usable does the output dir record this run.
     resume_from = prepare_output_dir(settings)
     validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
-                                                    validation_path))
+                                                    validation_path), popularity)
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
     samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
                            positions=settings.train_positions,
-                           in_batch=settings.scoring == "dual" and settings.in_batch_negatives)
+                           in_batch=settings.scoring == "dual" and settings.in_batch_negatives, popularity=popularity)
     trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
                            [ExactResume(samples), *callbacks], fusion_learning_rate=settings.fusion_learning_rate)
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
@@ -180,7 +193,9 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     if not trainer.args.should_save:
         return {}
     model.save_pretrained(output_dir)
-    metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir),
+    if popularity is not None:
+        save_popularity(output_dir, popularity)
+    metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir, popularity),
                     settings.eval_batch_size)
     best = trainer.state.best_metric
     metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
@@ -199,7 +214,8 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     model, backbone = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
     print(domain.summary())
-    collator = collator_for(backbone, max_length, domain.titles.values(), model_scoring(model))
+    collator = collator_for(backbone, max_length, domain.titles.values(), **collator_settings(model))
+    popularity = load_popularity(model_dir) if model.config.popularity_weight is not None else None
     users = split_users(domain, val_users, seed, max_test_users=max_eval_users)
     chosen = users[split][:max_eval_users]
     if not chosen:
@@ -207,7 +223,7 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     output_dir = Path(model_dir) / f"eval_{domain_name}_{split}"
     output_dir.mkdir(exist_ok=True)
     path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
-    samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path))
+    samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path), popularity)
     metrics = score(model, collator, samples, batch_size)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
