@@ -32,13 +32,30 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def encode_items(model, collator, titles: list[str], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+    """`(len(titles), d)` item representations of a dual-scoring model."""
+    return encode_texts(model, collator.encode_items, titles, "encoding items", batch_size)
+
+
+def encode_histories(model, collator, histories: list[list[str]],
+                     batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+    """`(len(histories), d)` history representations of a dual-scoring model (each history: titles, oldest first)."""
+    return encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
+
+
+def representation_scores(model, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Dual scores from representations: `histories` `(batch, d)` against `items` `(items, d)` (one pool, e.g. a whole
+    catalogue) or `(batch, num_candidates, d)` (a list per history). Every dual score of the pipeline (candidate
+    lists, catalogues, full ranking) goes through here."""
+    return model.head(histories, items)
+
+
 @torch.no_grad()
 def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
     """`(examples, candidates)` scores of a dual-scoring model on candidate lists, each distinct title encoded once."""
     titles = list(dict.fromkeys(title for example in examples for title in example["candidates"]))
     position = {title: index for index, title in enumerate(titles)}
-    items = encode_texts(model, collator.encode_items, titles, "encoding items", batch_size)
-    histories = encode_texts(model, collator.encode_histories, [example["history"] for example in examples],
-                             "encoding histories", batch_size)
+    items = encode_items(model, collator, titles, batch_size)
+    histories = encode_histories(model, collator, [example["history"] for example in examples], batch_size)
     lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
-    return model.head(histories, items[lists])
+    return representation_scores(model, histories, items[lists])

@@ -8,19 +8,16 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
-from .dual_encoding import dual_scores
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
 from .models import build_head_recommender, build_xcross, collator_for, load_trained_model, model_scoring
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples
+from .scoring import candidate_scores
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
@@ -93,23 +90,11 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
     return None
 
 
-@torch.no_grad()
 def score(model, collator, samples, batch_size: int) -> dict[str, float]:
-    """Ranking metrics of `model` on fixed candidate lists. X-Cross on a decoder runs each history prefix once
-    (`score_shared_prefix`, same scores)."""
-    model.eval()
-    if collator.scoring == "dual":
-        examples = [samples[index] for index in range(len(samples))]
-        return load_ranking_metric().compute(predictions=dual_scores(model, collator, examples).numpy(),
-                                             references=[example["label"] for example in examples])
-    shared_prefix = getattr(model, "supports_shared_prefix", False) and not collator.text_pair
-    scores, labels = [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
-        examples = [samples[index] for index in range(start, min(start + batch_size, len(samples)))]
-        batch = collator.shared_prefix_batch(examples) if shared_prefix else collator(examples)
-        labels.append(batch.pop("labels"))
-        scores.append((model.score_shared_prefix(**batch) if shared_prefix else model(**batch)).logits.float())
-    return load_ranking_metric().compute(predictions=torch.cat(scores).numpy(), references=torch.cat(labels).numpy())
+    """Ranking metrics of `model` on fixed candidate lists."""
+    examples = [samples[index] for index in range(len(samples))]
+    return load_ranking_metric().compute(predictions=candidate_scores(model, collator, examples, batch_size).numpy(),
+                                         references=[example["label"] for example in examples])
 
 
 def write_metrics(output_dir: Path, metrics: dict) -> None:
@@ -126,11 +111,12 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
 def build_model(settings: RunSettings):
     """The model a command trains: X-Cross (`train`), a head on a frozen encoder (`train-head`), else a LoRA."""
     sources = [Path(source) for source in settings.sources]
-    scoring = {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature}
+    # How the model scores and reads its prompts, recorded in its config for `recommend`.
+    scoring = {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature,
+               "max_length": settings.max_length}
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
-                            max_length=settings.max_length, normalize_fusion_input=settings.normalize_fusion_input,
-                            **scoring)
+                            normalize_fusion_input=settings.normalize_fusion_input, **scoring)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
