@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -29,10 +28,10 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..checkpoint import atomic_write
-from .data import DataError, DomainData
+from .data import DataError, DomainData, load_domain
 from .dual_encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
 from .head_recommender import HeadRecommender
-from .models import model_backbone, model_collator, model_scoring
+from .models import load_trained_model, model_backbone, model_collator, model_scoring
 from .ranking_metrics.ranking_metrics import metrics_of_ranks
 from .scoring import candidate_scores
 
@@ -230,7 +229,7 @@ def similarity_model(backbone: str) -> HeadRecommender:
 
 def excluding(scores: torch.Tensor, excluded: Sequence[Sequence[int]]) -> torch.Tensor:
     """`scores` `(histories, items)` with each history's excluded items at -inf."""
-    scores = scores.clone()
+    scores = scores.clone(memory_format=torch.contiguous_format)
     for row, positions in enumerate(excluded):
         scores[row, list(positions)] = -torch.inf
     return scores
@@ -360,6 +359,31 @@ def recommend(model, histories: Sequence[Sequence], catalogue, top_k: int = 10, 
     return ranker.recommend(histories, top_k, exclude_history)
 
 
+def user_history(domain: DomainData, user: str) -> tuple[list[int], int]:
+    """A test user's history (test.json without its last item) and that held-out last item."""
+    if user not in domain.test:
+        examples = ", ".join(sorted(domain.test)[:3])
+        raise DataError(f"User {user!r} is not a test user of {domain.name} (test.json, {len(domain.test)} usable "
+                        f"users, e.g. {examples}); pass one of them, or the history itself with --history.")
+    *history, held_out = domain.test[user]
+    return history, held_out
+
+
+def recommend_from_dir(model_dir: str | os.PathLike, data_dir: str | os.PathLike, domain_name: str, *,
+                       history: Sequence | None = None, user: str | None = None, top_k: int = 10,
+                       exclude_history: bool = True,
+                       rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], int | None]:
+    """`xcross recommend`: a trained model's top items of a domain for `history` (titles or item ids) or a test
+    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history)."""
+    domain = load_domain(data_dir, domain_name)
+    held_out = None
+    if user is not None:
+        history, held_out = user_history(domain, user)
+    model, _ = load_trained_model(Path(model_dir))
+    return recommend(model, [history], domain, top_k, exclude_history, rerank_top=rerank_top,
+                     cache_dir=model_dir)[0], held_out
+
+
 # ------------------------------------------------------------------------------------------------- full ranking
 
 
@@ -397,20 +421,21 @@ def full_ranking_metrics(ranks: torch.Tensor) -> dict:
             f"ndcg@{FULL_RANKING_AT}": metrics[f"ndcg@{FULL_RANKING_AT}"], "mrr": metrics["mrr"], "users": len(ranks)}
 
 
-def model_full_ranking(ranker: CatalogueRanker, domain: DomainData, split: str, users: list[str]) -> dict:
+def model_full_ranking(model, domain: DomainData, split: str, users: list[str], *, collator=None,
+                       rerank_top: int = DEFAULT_RERANK_TOP, cache_dir: str | os.PathLike | None = None) -> dict:
     """Full-ranking metrics of a model: each user's true next item ranked among every item of the domain outside
-    its history."""
+    its history (`collator`, `rerank_top`, `cache_dir` as for `CatalogueRanker`)."""
+    ranker = CatalogueRanker(model, domain, collator=collator, rerank_top=rerank_top, cache_dir=cache_dir)
     cases = FullRankingCases.of(domain, ranker.catalogue, split, users)
     ranks = [ranker.true_item_ranks(cases.histories[chunk], cases.targets[chunk], cases.excluded[chunk])
              for chunk in tqdm(cases.chunks(), desc="full ranking", unit="chunk")]
     return full_ranking_metrics(torch.cat(ranks))
 
 
-def popularity_full_ranking(domain: DomainData, train_users: list[str], split: str, users: list[str]) -> dict:
-    """Full-ranking metrics of popularity: items ranked by their occurrences in the train users' histories."""
+def fixed_full_ranking(domain: DomainData, split: str, users: list[str], scores: torch.Tensor) -> dict:
+    """Full-ranking metrics of fixed item scores (popularity, a random order): `(items,)` shared by every user or
+    `(users, items)`, items in the order of `Catalogue.of(domain)`."""
     catalogue = Catalogue.of(domain)
-    counts = Counter(item for user in train_users for item in domain.train[user])
-    popularity = torch.tensor([float(counts[item]) for item in catalogue.item_ids])
     cases = FullRankingCases.of(domain, catalogue, split, users)
-    scores = excluding(popularity.repeat(len(users), 1), cases.excluded)
+    scores = excluding(scores.float().expand(len(users), len(catalogue)), cases.excluded)
     return full_ranking_metrics(ranks_of(scores, cases.targets))

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
+from .catalogue import DEFAULT_RERANK_TOP, model_full_ranking
 from .data import DataError, load_domain, split_users
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
@@ -24,7 +25,7 @@ SETTINGS_NAME = "run_settings.json"
 METRICS_NAME = "metrics.json"
 # Settings that may change between an interrupted run and its resumption (the output dir: moved, or named another
 # way).
-RESUMABLE_SETTINGS = ("max_eval_users", "output_dir")
+RESUMABLE_SETTINGS = ("max_eval_users", "output_dir", "full_ranking", "rerank_top")
 
 
 class OutputDirError(ValueError):
@@ -63,6 +64,8 @@ class RunSettings:
     fusion_learning_rate: float | None = None  # X-Cross fusion heads (`train` only); None: --learning-rate
     normalize_fusion_input: bool = False
     temperature: float = 0.05
+    full_ranking: bool = False  # also rank each test user's true item among every item of the domain
+    rerank_top: int = DEFAULT_RERANK_TOP  # cross scoring, full ranking: items the first stage hands on
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -101,6 +104,11 @@ def write_metrics(output_dir: Path, metrics: dict) -> None:
     atomic_write(output_dir / METRICS_NAME, lambda path: path.write_text(json.dumps(metrics, indent=2)))
     print(f"[metrics] {output_dir / METRICS_NAME}: " + ", ".join(
         f"{key} {metrics[key]:.4f}" for key in ("hit@1", "hit@3", "hit@10", "ndcg@3", "ndcg@10", "mrr")))
+    if "full_ranking" in metrics:
+        ranking = metrics["full_ranking"]
+        print("[metrics] full ranking: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking.items()
+                                                     if key != "users") + f" ({ranking['users']} users)")
+
 
 
 def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path) -> EvalSamples:
@@ -168,6 +176,9 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     model.save_pretrained(output_dir)
     metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir),
                     settings.eval_batch_size)
+    if settings.full_ranking:
+        metrics["full_ranking"] = model_full_ranking(model, domain, "test", users["test"], collator=collator,
+                                                     rerank_top=settings.rerank_top, cache_dir=output_dir)
     best = trainer.state.best_metric
     metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
                    trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -178,9 +189,10 @@ def train(settings: RunSettings, callbacks=()) -> dict:
 
 
 def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str, max_eval_users: int | None,
-                   val_users: int, seed: int, batch_size: int, max_length: int) -> dict:
-    """Score a trained model on a domain's fixed candidate lists; metrics.json goes into `model_dir`, or into
-    `model_dir/eval_<domain>_<split>` when the domain is not the one it was trained on."""
+                   val_users: int, seed: int, batch_size: int, max_length: int, full_ranking: bool = False,
+                   rerank_top: int = DEFAULT_RERANK_TOP) -> dict:
+    """Score a trained model on a domain's fixed candidate lists (and with `full_ranking` over the whole
+    catalogue); metrics.json goes into `model_dir/eval_<domain>_<split>`."""
     started = time.time()
     model, backbone = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
@@ -195,6 +207,9 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path))
     metrics = score(model, collator, samples, batch_size)
+    if full_ranking:
+        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, collator=collator,
+                                                     rerank_top=rerank_top, cache_dir=model_dir)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)
