@@ -283,25 +283,24 @@ class CatalogueRanker:
             raise CatalogueError("The model gives NaN or infinite scores: it diverged; check its weights.")
         return scores
 
-    def rerank(self, histories: list[list[str]], positions: torch.Tensor) -> torch.Tensor:
-        """The model's scores `(histories, k)` of the items at `positions` `(histories, k)`."""
+    def rerank(self, histories: list[list[str]], first_stage: torch.Tensor,
+               depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `depth` best items of the first stage `(histories, depth)` and the model's scores of them; excluded
+        items among them (a history that leaves fewer than `depth`) keep -inf."""
+        candidates = first_stage.argsort(dim=1, descending=True, stable=True)[:, :min(depth, len(self.catalogue))]
         examples = [{"history": history, "candidates": [self.catalogue.titles[index] for index in row], "label": 0}
-                    for history, row in zip(histories, positions.tolist())]
-        return candidate_scores(self.model, self.collator, examples, self.batch_size).cpu()
-
-    def _depth(self, excluded: Sequence[Sequence[int]], wanted: int) -> int:
-        """How many items the first stage hands on: `wanted`, within the items every history leaves available."""
-        return min(wanted, min(len(self.catalogue) - len(set(positions)) for positions in excluded))
+                    for history, row in zip(histories, candidates.tolist())]
+        scores = candidate_scores(self.model, self.collator, examples, self.batch_size).cpu()
+        return candidates, scores.masked_fill(first_stage.gather(1, candidates) == -torch.inf, -torch.inf)
 
     def top(self, histories: list[list[str]], excluded: Sequence[Sequence[int]],
             depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `depth` best items `(histories, depth)` (catalogue positions) and their scores, best first."""
         scores = excluding(self.first_stage_scores(histories), excluded)
-        order = scores.argsort(dim=1, descending=True, stable=True)
         if not self.reranks:
-            return order[:, :depth], scores.gather(1, order[:, :depth])
-        candidates = order[:, :self._depth(excluded, max(depth, self.rerank_top))]
-        rescored = self.rerank(histories, candidates)
+            best = scores.argsort(dim=1, descending=True, stable=True)[:, :depth]
+            return best, scores.gather(1, best)
+        candidates, rescored = self.rerank(histories, scores, max(depth, self.rerank_top))
         best = rescored.argsort(dim=1, descending=True, stable=True)[:, :depth]
         return candidates.gather(1, best), rescored.gather(1, best)
 
@@ -312,13 +311,11 @@ class CatalogueRanker:
         scores = excluding(self.first_stage_scores(histories), excluded)
         if not self.reranks:
             return ranks_of(scores, targets)
-        depth = self._depth(excluded, self.rerank_top)
-        candidates = scores.argsort(dim=1, descending=True, stable=True)[:, :depth]
-        rescored = self.rerank(histories, candidates)
+        candidates, rescored = self.rerank(histories, scores, self.rerank_top)
         is_target = candidates == targets.unsqueeze(1)
         target_score = torch.where(is_target, rescored, -torch.inf).amax(dim=1, keepdim=True)
         ranks_in_top = (rescored >= target_score).sum(dim=1)
-        ranks_below = depth + ranks_of(scores.scatter(1, candidates, -torch.inf), targets)
+        ranks_below = candidates.shape[1] + ranks_of(scores.scatter(1, candidates, -torch.inf), targets)
         return torch.where(is_target.any(dim=1), ranks_in_top, ranks_below)
 
     def recommend(self, histories: Sequence[Sequence], top_k: int = 10,
