@@ -223,8 +223,9 @@ def default_cache_dir(model) -> Path | None:
 
 def similarity_model(backbone: str) -> HeadRecommender:
     """The untrained backbone in dual scoring (mean-pooled cosine): the similarity baseline and the default first
-    stage of cross-scoring models."""
-    return HeadRecommender.create(backbone, scoring="dual").eval()
+    stage of cross-scoring models. `create` seeds torch; the caller's random state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        return HeadRecommender.create(backbone, scoring="dual").eval()
 
 
 def excluding(scores: torch.Tensor, excluded: Sequence[Sequence[int]]) -> torch.Tensor:
