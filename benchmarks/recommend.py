@@ -1,7 +1,7 @@
 """Catalogue recommendation speed: items encoded per second, top-10 latency per user once the catalogue is encoded,
 and full-ranking evaluation time for N users.
 
-    python -m benchmarks.recommend --quick                        # seconds: 300 titles, 5 users
+    python -m benchmarks.recommend --quick                        # seconds: 100 titles, 3 users
     python -m benchmarks.recommend                                # 10,000 titles, dual X-Cross (n=2) on MiniLM
     python -m benchmarks.recommend --scoring cross --users 20     # two stages: similarity top 100, X-Cross re-ranks
 
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--streams", type=int, default=2, help="n, the number of source adapters")
     parser.add_argument("--rerank-top", type=int, default=100, help="cross scoring: items re-ranked per user")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="300 items, 5 users, 3 timed one by one")
+    parser.add_argument("--quick", action="store_true", help="100 items, 3 users, 2 timed one by one, re-ranking 10")
     args = parser.parse_args(argv)
     if args.quick:
-        args.items, args.users, args.latency_users, args.rerank_top = 300, 5, 3, min(args.rerank_top, 20)
+        args.items, args.users, args.latency_users, args.rerank_top = 100, 3, 2, 10
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(args)
