@@ -166,13 +166,24 @@ def model_fingerprint(model) -> str:
     return digest.hexdigest()
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what a tokenizer does (its serialized pipeline: normalizer, vocabulary, special tokens), not of where
+    it was read from: the base's tokenizer and the copy saved with a model give the same key. The truncation and
+    padding state a fast tokenizer keeps from its last call is left out (the collator sets them on every call)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = {key: value for key, value in json.loads(backend.to_str()).items()
+                    if key not in ("truncation", "padding")}
+    else:
+        pipeline = [type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.init_kwargs]
+    return hashlib.sha256(json.dumps(pipeline, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def item_cache_key(model, collator, catalogue: Catalogue) -> str:
     """What item representations depend on: the titles, the model (config and weights), the tokenizer and
     `max_length`; pooling and the scoring form are part of the config."""
-    tokenizer = collator.tokenizer
     parts = {"format": ITEM_CACHE_FORMAT, "titles": catalogue.fingerprint, "model": model_fingerprint(model),
-             "tokenizer": [type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer)],
-             "max_length": collator.max_length}
+             "tokenizer": tokenizer_fingerprint(collator.tokenizer), "max_length": collator.max_length}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
