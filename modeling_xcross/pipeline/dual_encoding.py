@@ -45,8 +45,8 @@ def encode_histories(model, collator, histories: list[list[str]],
 
 def representation_scores(model, histories: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """Dual scores from representations: `histories` `(batch, d)` against `items` `(items, d)` (one pool, e.g. a whole
-    catalogue) or `(batch, num_candidates, d)` (a list per history). Every dual score of the pipeline (candidate
-    lists, catalogues, full ranking) goes through here."""
+    catalogue) or `(batch, num_candidates, d)` (a list per history). Every dual score of an evaluation or a
+    recommendation (candidate lists, catalogues, full ranking) goes through here."""
     return model.head(histories, items)
 
 

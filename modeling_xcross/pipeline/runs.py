@@ -110,7 +110,6 @@ def write_metrics(output_dir: Path, metrics: dict) -> None:
                                                      if key != "users") + f" ({ranking['users']} users)")
 
 
-
 def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path) -> EvalSamples:
     path = output_dir / f"candidates_test_{len(users)}users_seed{settings.seed}.json"
     return EvalSamples(domain, eval_lists_for(domain, "test", users, settings.seed, path))
