@@ -30,6 +30,7 @@ from .layer import XCrossLayer
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
                         targeted_linears)
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
+from .recommending import CatalogueRecommendationMixin
 from .remote_code import AUTO_MAP, remote_code_files
 from .shared_prefix import shared_prefix_logits
 
@@ -151,7 +152,7 @@ class XCrossPreTrainedModel(PreTrainedModel):
             init.constant_(module.domain_weights, 1.0 / self.config.num_adapters)
 
 
-class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
+class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreTrainedModel):
     """
     Scores (history, candidate) prompts with n source-domain LoRA adapters of one frozen base, fused per block.
 
@@ -613,6 +614,7 @@ class XCrossForSequentialRecommendation(XCrossPreTrainedModel):
             model.load_adapters(**download_kwargs)
         loading_info = model._load_checkpoint_state(state_dict, weights_file)
         model = model.to(dtype=dtype, device=device).eval()
+        model.name_or_path = str(pretrained_model_name_or_path)  # as transformers records it
         return (model, loading_info) if output_loading_info else model
 
     def _load_checkpoint_state(self, state_dict: dict[str, torch.Tensor], source: str) -> dict:

@@ -75,3 +75,11 @@ def test_in_process_grid_stays_in_this_process(tmp_path):
                     "--repeats", "1", "--warmup", "0", "--no-train", "--no-memory", "--in-process",
                     "--output", str(tmp_path / "grid")])
     assert {record["process"] for record in records} == {os.getpid()}
+
+
+def test_recommend_benchmark_runs_both_stages():
+    from benchmarks.recommend import main as recommend_main
+
+    result = recommend_main(["--quick", "--scoring", "cross", "--streams", "2"])
+    assert result["items"] == 100 and result["full_ranking_users"] == 3 and result["items_per_s"] > 0
+    assert result["top10_latency_ms"] > 0 and result["rerank_top"] == 10

@@ -176,3 +176,37 @@ def test_report_builds_tables_and_plots_from_records(finished, tmp_path):
     assert (tmp_path / "results" / "fusion_Tools.png").stat().st_size > 0
     output.write_text(output.read_text().replace(text.split(HONEST_READING)[1], "\n\nMy reading.\n"))
     assert build_report(finished, "config.json", records, output, fusion).endswith("My reading.\n")
+
+
+def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path):
+    from modeling_xcross.pipeline.results_report import full_ranking_table
+
+    config = _config(tmp_path, scale={**_config(tmp_path).scale, "full_ranking": True})
+    runs = plan_runs(config)
+    assert all("--full-ranking" in run.args for run in runs if run.args)
+    ranking = {"recall@10": 0.5, "ndcg@10": 0.25, "mrr": 0.2, "users": 6}
+
+    def fake_launch(args):
+        output = Path(args[args.index("--output-dir") + 1])
+        output.mkdir(parents=True)
+        (output / "metrics.json").write_text(json.dumps({**dict.fromkeys(METRIC_KEYS, 0.5), "num_users": 6,
+                                                         "full_ranking": ranking, "settings": {}}))
+        return 0
+
+    run = select_runs(runs, config, ["E1"])[0]
+    assert execute([run], config, launcher=fake_launch) == 0
+    record = json.loads(record_path(config.records_dir, run).read_text())
+    assert record["full_ranking"] == ranking
+    # Two models: sampled MRR puts LoRA first, full ranking popularity.
+    rows = [{**record, "model": "lora", "target": "Tools", "seed": seed, "metrics": dict.fromkeys(METRIC_KEYS, 0.5),
+             "full_ranking": {**ranking, "mrr": 0.1 + seed / 100}} for seed in (0, 1)]
+    rows.append({**record, "model": "popularity", "target": "Tools", "metrics": dict.fromkeys(METRIC_KEYS, 0.3),
+                 "full_ranking": {**ranking, "mrr": 0.2}})
+    sampled_only = {key: value for key, value in record.items() if key != "full_ranking"}
+    rows.append({**sampled_only, "model": "random", "target": "Tools", "metrics": dict.fromkeys(METRIC_KEYS, 0.1)})
+    table = full_ranking_table(rows, "Tools")
+    assert "| LoRA on Tools (E1) | 2 | 6 | 0.5000 ± 0.0000 | 0.2500 ± 0.0000 | 0.1050 ± 0.0071 |" in table
+    assert "Random" not in table, "a record without full ranking gets no row"
+    assert table.endswith("sampled LoRA on Tools (E1) > Popularity (E5); full ranking Popularity (E5) > LoRA on "
+                          "Tools (E1).")
+    assert full_ranking_table(rows[3:], "Tools") is None

@@ -137,7 +137,7 @@ def test_missing_domain_and_model_dir_errors(data_dir, tmp_path, tiny_backbone, 
 def test_cli_module_help_lists_the_commands():
     result = subprocess.run([sys.executable, "-m", "modeling_xcross.pipeline.cli", "--help"], cwd=ROOT,
                             capture_output=True, text=True, check=True)
-    for command in ("train-adapter", "train", "train-head", "baseline", "compare", "evaluate"):
+    for command in ("train-adapter", "train", "train-head", "baseline", "compare", "evaluate", "recommend"):
         assert command in result.stdout
 
 

@@ -6,6 +6,7 @@ head-only baselines, evaluate.
     xcross train-head --domain Tools --merge-sources runs/toys runs/sports --output-dir runs/merged-tools
     xcross evaluate --model-dir runs/xcross-tools --domain Tools
     xcross baseline --method popularity --domain Tools --output-dir runs/popularity-tools
+    xcross recommend --model-dir runs/xcross-tools --domain Tools --history "title one; title two" --top-k 10
 
 Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
 """
@@ -13,6 +14,7 @@ Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING
 
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
+from .catalogue import DEFAULT_RERANK_TOP, RecommendedItem, recommend_from_dir
 from .comparison import ComparisonError, compare
 from .data import DEFAULT_DATA_DIR, DataError
 from .models import ModelDirError
@@ -110,8 +113,12 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--seed", type=_seed, default=42,
                         help="seed of the user split, candidate lists, initialisation and data order; "
                              "default: %(default)s")
+    parser.add_argument("--full-ranking", action="store_true",
+                        help="also rank each test user's true next item among all items of the domain outside the "
+                             "history; metrics.json gets \"full_ranking\": recall@10, ndcg@10, mrr, users")
     if evaluating:
         return
+    _rerank_top(parser)
     parser.add_argument("--output-dir", required=True, type=Path,
                         help="where checkpoints, the trained model, candidate lists and metrics.json go; an existing "
                              "one is resumed from its last checkpoint if it holds the same run")
@@ -163,6 +170,28 @@ def _dual_scoring(parser: argparse.ArgumentParser, history_encoding: bool = True
     parser.add_argument("--popularity-weight", type=_weight_or_none, default=DEFAULT_POPULARITY_WEIGHT,
                         help="dual scoring: initial weight w of the learned prior w * log(1 + count in the train "
                              "histories); 'none' for no prior; default: %(default)s")
+
+
+def _rerank_top(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rerank-top", type=_positive_int, default=DEFAULT_RERANK_TOP,
+                        help="cross scoring over a catalogue: items the first stage (the untrained backbone's "
+                             "similarity) retrieves for the model to re-rank; default: %(default)s")
+
+
+def _history(text: str) -> list[str]:
+    titles = [title.strip() for title in text.split(";") if title.strip()]
+    if not titles:
+        raise argparse.ArgumentTypeError("is empty: pass item titles separated by ';', e.g. \"drill; saw blade\"")
+    return titles
+
+
+def format_recommendations(items: list[RecommendedItem], held_out: int | None = None) -> str:
+    """A plain-text table, best first; a held-out next item in it is marked."""
+    width = max(len(str(item.item_id)) for item in items)
+    lines = [f"{'rank':>4}  {'score':>9}  {'item':>{width}}  title"]
+    lines += [f"{item.rank:>4}  {item.score:>9.4f}  {item.item_id!s:>{width}}  {item.title}"
+              + ("   <- the user's held-out next item" if item.item_id == held_out else "") for item in items]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "validation"), default="test",
                           help="test users, or the validation users held out from train users; default: %(default)s")
     _common(evaluate, evaluating=True)
+    _rerank_top(evaluate)
+
+    recommend = commands.add_parser("recommend", help="the top items of a domain's whole catalogue for a history, "
+                                    "from a trained model (item representations cached in MODEL_DIR/item_cache)")
+    recommend.add_argument("--model-dir", required=True, type=Path,
+                           help="output directory of a finished train-adapter, train-head or train run")
+    recommend.add_argument("--domain", required=True, help="domain folder name under --data-dir: its items are "
+                           "the catalogue")
+    recommend.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="default: %(default)s")
+    given = recommend.add_mutually_exclusive_group(required=True)
+    given.add_argument("--history", type=_history, help="item titles, oldest first, separated by ';'")
+    given.add_argument("--user", help="a test user id of the domain: its history in test.json without the last "
+                       "item (which the table marks when recommended)")
+    recommend.add_argument("--top-k", type=_positive_int, default=10, help="items listed; default: %(default)s")
+    recommend.add_argument("--include-history", action="store_true",
+                           help="rank the history's own items too (left out by default)")
+    recommend.add_argument("--json", action="store_true",
+                           help="print a JSON list of {item_id, title, score, rank} instead of a table")
+    _rerank_top(recommend)
+    recommend.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     return parser
 
 
@@ -252,11 +301,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "baseline":
             evaluate_baseline(args.method, args.data_dir, args.domain, args.output_dir, args.backbone,
                               args.max_train_users, args.max_eval_users, args.val_users, args.seed, args.max_length,
-                              args.history_decay, args.temperature, args.popularity_weight)
+                              args.full_ranking, args.history_decay, args.temperature, args.popularity_weight)
             return 0
         if args.command == "evaluate":
             evaluate_model(args.model_dir, args.data_dir, args.domain, args.split, args.max_eval_users,
-                           args.val_users, args.seed, args.eval_batch_size, args.max_length)
+                           args.val_users, args.seed, args.eval_batch_size, args.max_length, args.full_ranking,
+                           args.rerank_top)
+            return 0
+        if args.command == "recommend":
+            items, held_out = recommend_from_dir(args.model_dir, args.data_dir, args.domain, history=args.history,
+                                                 user=args.user, top_k=args.top_k,
+                                                 exclude_history=not args.include_history, rerank_top=args.rerank_top)
+            print(json.dumps([item.to_dict() for item in items], indent=2) if args.json
+                  else format_recommendations(items, held_out))
             return 0
         settings = RunSettings(
             command=args.command, data_dir=args.data_dir, domain=args.target if args.command == "train" else args.domain,
@@ -272,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             in_batch_negatives=args.in_batch_negatives, temperature=args.temperature,
             **_dual_settings(args),
             fusion_learning_rate=getattr(args, "fusion_learning_rate", None),
-            normalize_fusion_input=getattr(args, "normalize_fusion_input", False))
+            normalize_fusion_input=getattr(args, "normalize_fusion_input", False), full_ranking=args.full_ranking,
+            rerank_top=args.rerank_top)
         train(settings)
     except USER_ERRORS as error:
         if args.debug:

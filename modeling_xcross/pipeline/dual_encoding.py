@@ -34,6 +34,30 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def encode_items(model, collator, titles: list[str], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+    """`(len(titles), d)` item representations of a dual-scoring model."""
+    return encode_texts(model, collator.encode_items, titles, "encoding items", batch_size)
+
+
+def encode_histories(model, collator, histories: list[list[str]],
+                     batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+    """`(len(histories), d)` history representations of a dual-scoring model (each history: titles, oldest first):
+    one prompt per history, or with `history_encoding="items"` the weighted mean of its titles' representations."""
+    if collator.history_encoding != "items":
+        return encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
+    titles = list(dict.fromkeys(title for history in histories for title in history))
+    return history_query(encode_items(model, collator, titles, batch_size), collator.history_weights(histories, titles))
+
+
+def representation_scores(model, histories: torch.Tensor, items: torch.Tensor,
+                          popularity: torch.Tensor | None = None) -> torch.Tensor:
+    """Dual scores from representations: `histories` `(batch, d)` against `items` `(items, d)` (one pool, e.g. a whole
+    catalogue) or `(batch, num_candidates, d)` (a list per history), with the items' counts `popularity` (shaped
+    like `items` without `d`) for a model with a popularity prior. Every dual score of an evaluation or a
+    recommendation (candidate lists, catalogues, full ranking) goes through here."""
+    return model.head(histories, items, popularity)
+
+
 @torch.no_grad()
 def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
     """`(examples, candidates)` scores of a dual-scoring model on candidate lists, each distinct title encoded once
@@ -44,12 +68,10 @@ def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_
     titles = list(dict.fromkeys([title for example in examples for title in example["candidates"]]
                                 + ([title for history in histories for title in history] if by_items else [])))
     position = {title: index for index, title in enumerate(titles)}
-    items = encode_texts(model, collator.encode_items, titles, "encoding items", batch_size)
-    if by_items:
-        queries = history_query(items, collator.history_weights(histories, titles))
-    else:
-        queries = encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
+    items = encode_items(model, collator, titles, batch_size)
+    queries = (history_query(items, collator.history_weights(histories, titles)) if by_items
+               else encode_histories(model, collator, histories, batch_size))
     lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
     popularity = (torch.tensor([example["candidate_popularity"] for example in examples], dtype=torch.float32)
                   if "candidate_popularity" in examples[0] else None)
-    return model.head(queries, items[lists], popularity)
+    return representation_scores(model, queries, items[lists], popularity)

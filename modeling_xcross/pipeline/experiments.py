@@ -56,7 +56,7 @@ class ConfigError(ValueError):
 class ExperimentConfig:
     targets: dict[str, list[str]]  # target domain -> its source domains
     seeds: list[int]
-    scale: dict  # backbone, max_length, train_users, val_users, test_users, epochs, batch_size, ...
+    scale: dict  # backbone, max_length, train_users, val_users, test_users, epochs, batch_size, ..., full_ranking
     learning_rates: dict[str, float]  # per model family: lora, xcross, head
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
     # The X-Cross refine-step weights to run E2/E3 with, one set of runs each (tuned on validation MRR).
@@ -116,6 +116,8 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
     evaluation = ["--data-dir", config.data_dir, "--max-eval-users", str(scale["test_users"]), "--val-users",
                   str(scale["val_users"]), "--eval-batch-size", str(scale["eval_batch_size"]), "--max-length",
                   str(scale["max_length"])]
+    if scale.get("full_ranking"):  # every test user's true item ranked among all items of the target too
+        evaluation.append("--full-ranking")
     domains = sorted({domain for target, sources in config.targets.items() for domain in (target, *sources)})
     runs: list[Run] = []
     for seed in config.seeds:
@@ -231,6 +233,7 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
                   wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
                   metrics_file=run.metrics_file,
+                  **({"full_ranking": metrics["full_ranking"]} if "full_ranking" in metrics else {}),
                   machine={"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     return record
 

@@ -31,6 +31,7 @@ from ..families import family_for
 from ..head import check_inputs, pool_hidden_states, score_candidates, scoring_head
 from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
 from ..packaged_models import canonical_model_name
+from ..recommending import CatalogueRecommendationMixin
 
 # The format of runs saved before the recommender was a PreTrainedModel.
 LEGACY_HEAD_WEIGHTS_NAME = "head.safetensors"
@@ -59,7 +60,7 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str
 
 @strict
 class RecommenderConfig(PreTrainedConfig):
-    """A recommender on a frozen base: its backbone (Hub id or path), scoring form and pooling (as in
+    """A recommender on a frozen base: its backbone (Hub id or path), scoring form, pooling and prompt length (as in
     `XCrossConfig`), kind, and the adapters merged into its encoder (head-only baselines)."""
 
     model_type = "xcross-recommender"
@@ -71,6 +72,7 @@ class RecommenderConfig(PreTrainedConfig):
     history_encoding: str = "text"
     history_decay: float | int = 1.0
     popularity_weight: float | int | None = None
+    max_length: int = 128
     kind: str = LORA_RECOMMENDER_KIND
     merged_from: list[str] | None = None
 
@@ -86,7 +88,7 @@ def recommender_config(backbone: str, model_type: str, scoring: str = "cross", p
     return RecommenderConfig(backbone=backbone, scoring=scoring, pooling=pooling, **settings)
 
 
-class LoraRecommender(PreTrainedModel):
+class LoraRecommender(CatalogueRecommendationMixin, PreTrainedModel):
     """`peft_model` is the encoder the head scores from: a PeftModel here, possibly a bare base in subclasses (the
     attribute keeps its name so that checkpoints of earlier runs still load)."""
 
@@ -146,6 +148,7 @@ class LoraRecommender(PreTrainedModel):
             model.load_trained_weights(read_safetensors(directory / WEIGHTS_NAME), directory / WEIGHTS_NAME)
         else:
             model.head.load_state_dict(read_safetensors(legacy_head))
+        model.name_or_path = str(directory)  # as transformers records it: `recommend` caches item vectors there
         return model.eval()
 
     @staticmethod

@@ -15,11 +15,12 @@ from configuration_xcross import XCrossConfig
 from ..adapters import ADAPTER_CONFIG_NAME
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
 from ..families import family_for
-from ..modeling_xcross import XCrossForSequentialRecommendation
+from ..modeling_xcross import TOKENIZER_CONFIG_NAME, XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path
 from .collator import RecommendationCollator
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
+from .prompts import PROMPT, PromptFormat
 
 
 # Title -> count in the train histories, saved beside a model whose dual score has a popularity prior.
@@ -85,6 +86,34 @@ def load_popularity(directory: Path) -> Counter:
         raise ModelDirError(f"{directory} holds a model with a popularity prior but no {POPULARITY_NAME} (the title "
                             "counts it was trained with); copy it from the run's output directory.")
     return Counter(read_json(path))
+
+
+def model_backbone(model) -> str:
+    """The base model name of X-Cross or a recommender."""
+    return (model.config.base_model_name_or_path if isinstance(model, XCrossForSequentialRecommendation)
+            else model.backbone_name)
+
+
+def model_collator(model, max_length: int | None = None) -> RecommendationCollator:
+    """The collator a model reads its inputs with: its saved tokenizer (else its base's), prompt format, `max_length`
+    (unless given), scoring form and history encoding, all from the model, so a caller of `recommend` never tokenizes."""
+    saved = Path(model.name_or_path or "")
+    if (saved / TOKENIZER_CONFIG_NAME).is_file():
+        tokenizer = AutoTokenizer.from_pretrained(saved)
+    elif isinstance(model, XCrossForSequentialRecommendation):
+        tokenizer = model.base_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model.backbone_name))
+    if tokenizer is None:
+        raise ModelDirError(f"The model has no tokenizer: neither {saved} nor its base "
+                            f"{model_backbone(model)!r} holds {TOKENIZER_CONFIG_NAME}. Set model.tokenizer.")
+    if isinstance(model, XCrossForSequentialRecommendation):
+        model_type, prompt = model.config.base_config.model_type, PromptFormat(**model.config.prompt)
+    else:
+        model_type, prompt = model.peft_model.config.model_type, PROMPT
+    text_pair = family_for(model_type).default_pooling == "cls"
+    return RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length or model.config.max_length,
+                                  prompt=prompt, **collator_settings(model))
 
 
 def load_trained_model(directory: Path):

@@ -12,6 +12,7 @@ from .experiments import DEFAULT_REFINE, ExperimentConfig
 from .metrics import METRIC_KEYS
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
+FULL_RANKING_KEYS = ("recall@10", "ndcg@10", "mrr")
 TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", "similarity-popularity", "similarity",
                "popularity", "random")
 
@@ -43,13 +44,18 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
-def target_table(records: list[dict], target: str) -> str:
-    """Markdown table of the full-data runs on `target`, one row per model, mean ± std over seeds."""
+def _full_data_rows(records: list[dict], target: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """The full-data records on `target` by row label, and the labels in table order."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         if record["target"] == target and record["fraction"] == 1.0:
             groups[row_label(record)].append(record)
-    order = sorted(groups, key=lambda label: (TABLE_ORDER.index(groups[label][0]["model"]), label))
+    return groups, sorted(groups, key=lambda label: (TABLE_ORDER.index(groups[label][0]["model"]), label))
+
+
+def target_table(records: list[dict], target: str) -> str:
+    """Markdown table of the full-data runs on `target`, one row per model, mean ± std over seeds."""
+    groups, order = _full_data_rows(records, target)
     lines = ["| Model | Seeds | " + " | ".join(METRIC_KEYS) + " | Trainable parameters |",
              "|---|---|" + "---|" * len(METRIC_KEYS) + "---|"]
     notes = []
@@ -63,6 +69,31 @@ def target_table(records: list[dict], target: str) -> str:
         parameters = sorted({record["trainable_parameters"] for record in done})
         lines.append(f"| {label} | {len(done)} | " + " | ".join(cells) + f" | {', '.join(f'{p:,}' for p in parameters)} |")
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def full_ranking_table(records: list[dict], target: str) -> str | None:
+    """Markdown table of the full-data runs on `target` that ranked the whole catalogue (None when none did), and
+    whether MRR orders those models as the sampled MRR does."""
+    groups, order = _full_data_rows(records, target)
+    ranked = {label: [record for record in groups[label] if "full_ranking" in record] for label in order}
+    ranked = {label: done for label, done in ranked.items() if done}
+    if not ranked:
+        return None
+    lines = ["| Model | Seeds | Users | " + " | ".join(FULL_RANKING_KEYS) + " |",
+             "|---|---|---|" + "---|" * len(FULL_RANKING_KEYS)]
+    for label, done in ranked.items():
+        cells = [_mean_std([record["full_ranking"][key] for record in done]) for key in FULL_RANKING_KEYS]
+        lines.append(f"| {label} | {len(done)} | {done[0]['full_ranking']['users']} | " + " | ".join(cells) + " |")
+
+    def by_mrr(mrr_of) -> list[str]:
+        return sorted(ranked, key=lambda label: -statistics.mean(mrr_of(record) for record in ranked[label]))
+
+    sampled = by_mrr(lambda record: record["metrics"]["mrr"])
+    full = by_mrr(lambda record: record["full_ranking"]["mrr"])
+    verdict = ("Full-ranking MRR orders these models as the sampled MRR does." if sampled == full else
+               "Full-ranking MRR orders these models differently from the sampled MRR: sampled "
+               + " > ".join(sampled) + "; full ranking " + " > ".join(full) + ".")
+    return "\n".join(lines + ["", verdict])
 
 
 def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, list[float]]]:
@@ -141,6 +172,11 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
              "| Setting | Value |", "|---|---|", *[f"| {key} | {value} |" for key, value in scale.items()], ""]
     for target, sources in config.targets.items():
         parts += [f"## Target {target} (sources {', '.join(sources)})", "", target_table(records, target), ""]
+        ranking = full_ranking_table(records, target)
+        if ranking:
+            parts += [f"Full ranking: each test user's true next item among all {target} items outside the history "
+                      "(ties against it; cross scoring re-ranks the untrained similarity's top `--rerank-top`).", "", ranking,
+                      ""]
         if plot_data_efficiency(records, target, figures / f"data_efficiency_{target}.png"):
             parts += [f"![data efficiency on {target}](results/data_efficiency_{target}.png)", ""]
         if target in fusion:

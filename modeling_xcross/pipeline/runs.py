@@ -8,27 +8,25 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from ..checkpoint import WEIGHTS_NAME, atomic_write
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
+from .catalogue import DEFAULT_RERANK_TOP, model_full_ranking
 from .data import DataError, load_domain, split_users
-from .dual_encoding import dual_scores
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
 from .models import (build_head_recommender, build_xcross, collator_for, collator_settings, load_popularity,
                      load_trained_model, save_popularity)
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples, title_counts
+from .scoring import candidate_scores
 from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
 METRICS_NAME = "metrics.json"
 # Settings that may change between an interrupted run and its resumption (the output dir: moved, or named another
 # way).
-RESUMABLE_SETTINGS = ("max_eval_users", "output_dir")
+RESUMABLE_SETTINGS = ("max_eval_users", "output_dir", "full_ranking", "rerank_top")
 
 
 class OutputDirError(ValueError):
@@ -70,6 +68,8 @@ class RunSettings:
     history_encoding: str = "text"
     history_decay: float = 1.0
     popularity_weight: float | None = None  # dual scoring's popularity prior; None: none
+    full_ranking: bool = False  # also rank each test user's true item among every item of the domain
+    rerank_top: int = DEFAULT_RERANK_TOP  # cross scoring, full ranking: items the first stage hands on
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -97,29 +97,21 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
     return None
 
 
-@torch.no_grad()
 def score(model, collator, samples, batch_size: int) -> dict[str, float]:
-    """Ranking metrics of `model` on fixed candidate lists. X-Cross on a decoder runs each history prefix once
-    (`score_shared_prefix`, same scores)."""
-    model.eval()
-    if collator.scoring == "dual":
-        examples = [samples[index] for index in range(len(samples))]
-        return load_ranking_metric().compute(predictions=dual_scores(model, collator, examples).numpy(),
-                                             references=[example["label"] for example in examples])
-    shared_prefix = getattr(model, "supports_shared_prefix", False) and not collator.text_pair
-    scores, labels = [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch"):
-        examples = [samples[index] for index in range(start, min(start + batch_size, len(samples)))]
-        batch = collator.shared_prefix_batch(examples) if shared_prefix else collator(examples)
-        labels.append(batch.pop("labels"))
-        scores.append((model.score_shared_prefix(**batch) if shared_prefix else model(**batch)).logits.float())
-    return load_ranking_metric().compute(predictions=torch.cat(scores).numpy(), references=torch.cat(labels).numpy())
+    """Ranking metrics of `model` on fixed candidate lists."""
+    examples = [samples[index] for index in range(len(samples))]
+    return load_ranking_metric().compute(predictions=candidate_scores(model, collator, examples, batch_size).numpy(),
+                                         references=[example["label"] for example in examples])
 
 
 def write_metrics(output_dir: Path, metrics: dict) -> None:
     atomic_write(output_dir / METRICS_NAME, lambda path: path.write_text(json.dumps(metrics, indent=2)))
     print(f"[metrics] {output_dir / METRICS_NAME}: " + ", ".join(
         f"{key} {metrics[key]:.4f}" for key in ("hit@1", "hit@3", "hit@10", "ndcg@3", "ndcg@10", "mrr")))
+    if "full_ranking" in metrics:
+        ranking = metrics["full_ranking"]
+        print("[metrics] full ranking: " + ", ".join(f"{key} {value:.4f}" for key, value in ranking.items()
+                                                     if key != "users") + f" ({ranking['users']} users)")
 
 
 def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: Path, popularity) -> EvalSamples:
@@ -128,10 +120,10 @@ def _test_samples(domain, settings: RunSettings, users: list[str], output_dir: P
 
 
 def scoring_settings(settings: RunSettings) -> dict:
-    """The model config fields of a run's scoring form."""
+    """The model config fields of how a run's model scores and reads its prompts (recorded for `recommend`)."""
     return {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature,
             "history_encoding": settings.history_encoding, "history_decay": settings.history_decay,
-            "popularity_weight": settings.popularity_weight}
+            "popularity_weight": settings.popularity_weight, "max_length": settings.max_length}
 
 
 def build_model(settings: RunSettings):
@@ -140,8 +132,7 @@ def build_model(settings: RunSettings):
     scoring = scoring_settings(settings)
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
-                            max_length=settings.max_length, normalize_fusion_input=settings.normalize_fusion_input,
-                            **scoring)
+                            normalize_fusion_input=settings.normalize_fusion_input, **scoring)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
@@ -197,6 +188,10 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         save_popularity(output_dir, popularity)
     metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir, popularity),
                     settings.eval_batch_size)
+    if settings.full_ranking:
+        metrics["full_ranking"] = model_full_ranking(model, domain, "test", users["test"], collator=collator,
+                                                     rerank_top=settings.rerank_top, cache_dir=output_dir,
+                                                     popularity=popularity)
     best = trainer.state.best_metric
     metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
                    trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -207,9 +202,10 @@ def train(settings: RunSettings, callbacks=()) -> dict:
 
 
 def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str, max_eval_users: int | None,
-                   val_users: int, seed: int, batch_size: int, max_length: int) -> dict:
-    """Score a trained model on a domain's fixed candidate lists; metrics.json goes into `model_dir`, or into
-    `model_dir/eval_<domain>_<split>` when the domain is not the one it was trained on."""
+                   val_users: int, seed: int, batch_size: int, max_length: int, full_ranking: bool = False,
+                   rerank_top: int = DEFAULT_RERANK_TOP) -> dict:
+    """Score a trained model on a domain's fixed candidate lists (and with `full_ranking` over the whole
+    catalogue); metrics.json goes into `model_dir/eval_<domain>_<split>`."""
     started = time.time()
     model, backbone = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
@@ -225,6 +221,9 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     path = output_dir / f"candidates_{split}_{len(chosen)}users_seed{seed}.json"
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path), popularity)
     metrics = score(model, collator, samples, batch_size)
+    if full_ranking:
+        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, collator=collator,
+                                                     rerank_top=rerank_top, cache_dir=model_dir, popularity=popularity)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)

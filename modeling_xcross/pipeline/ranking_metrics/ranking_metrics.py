@@ -45,7 +45,12 @@ def true_item_ranks(scores, labels):
 
 
 def ranking_metrics(scores, labels):
-    ranks = true_item_ranks(scores, labels)
+    return metrics_of_ranks(true_item_ranks(scores, labels))
+
+
+def metrics_of_ranks(ranks):
+    """The metrics of 1-based ranks of the true items (of candidate lists, or of a full ranking)."""
+    ranks = np.asarray(ranks, dtype=np.float64)
     metrics = {f"hit@{k}": float(np.mean(ranks <= k)) for k in HIT_AT}
     for k in NDCG_AT:
         metrics[f"ndcg@{k}"] = float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)))

@@ -1,0 +1,472 @@
+"""Recommending from a whole catalogue: every item ranked for a history, not a given candidate list.
+
+Dual scoring encodes items on their own, so a catalogue's item representations are computed once (batched, with a
+progress bar), cached in a safetensors file keyed by the titles and the model, and a history's scores are one
+history encode and one product with them. Cross scoring reads each (history, item) pair, so it ranks in two stages:
+a dual-scoring first stage (by default the untrained backbone's similarity) retrieves the `rerank_top` best items,
+the model re-ranks them, and the ranking goes on below them in first-stage order.
+
+Ties keep catalogue order (under re-ranking, first-stage order) in a recommendation, and count against the true item
+in a full-ranking evaluation, as in the sampled metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+from weakref import WeakKeyDictionary
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers.utils import logging
+
+from ..checkpoint import atomic_write
+from .data import DataError, DomainData, load_domain
+from .dual_encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
+from .head_recommender import HeadRecommender
+from .models import load_popularity, load_trained_model, model_backbone, model_collator
+from .ranking_metrics.ranking_metrics import metrics_of_ranks
+from .scoring import candidate_scores
+
+logger = logging.get_logger(f"transformers.{__name__}")
+
+DEFAULT_RERANK_TOP = 100
+ITEM_CACHE_DIR = "item_cache"
+# Part of every cache key: a change to what the cache holds or how it is computed bumps it.
+ITEM_CACHE_FORMAT = "1"
+# Histories ranked at once: their (histories, items) score matrix is what a ranking holds in memory.
+HISTORIES_PER_CHUNK = 256
+FULL_RANKING_AT = 10
+# The digest of each model's weights with the versions of the tensors it was computed from (see `model_fingerprint`).
+_FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+class CatalogueError(ValueError):
+    """A catalogue, history or request that cannot be ranked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: int | str
+    title: str
+    score: float
+    rank: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The items to rank: their ids and titles, in a fixed order (the order ties keep)."""
+
+    item_ids: tuple
+    titles: tuple[str, ...]
+
+    def __post_init__(self):
+        if not self.titles:
+            raise CatalogueError("The catalogue is empty: pass {item_id: title} of the items to rank.")
+        if len(self.item_ids) != len(self.titles):
+            raise CatalogueError(f"The catalogue has {len(self.item_ids)} ids for {len(self.titles)} titles.")
+        if len(set(self.item_ids)) != len(self.item_ids):
+            raise CatalogueError("The catalogue names an item id twice; every item needs its own id.")
+        untitled = [item for item, title in zip(self.item_ids, self.titles) if not isinstance(title, str)
+                    or not title.strip()]
+        if untitled:
+            raise CatalogueError(f"Items {untitled[:5]} of the catalogue have no title (a non-empty string); the "
+                                 "model ranks items by their titles.")
+
+    @classmethod
+    def of(cls, items: "Catalogue | DomainData | Mapping | Sequence[str]") -> "Catalogue":
+        """A catalogue from `{item_id: title}`, a list of titles (ids are positions) or a domain's titles."""
+        if isinstance(items, Catalogue):
+            return items
+        titles = items.titles if isinstance(items, DomainData) else items
+        if isinstance(titles, Mapping):
+            return cls(tuple(titles), tuple(titles.values()))
+        if isinstance(titles, Sequence) and not isinstance(titles, str):
+            return cls(tuple(range(len(titles))), tuple(titles))
+        raise TypeError(f"A catalogue is {{item_id: title}}, a list of titles or a DomainData; got "
+                        f"{type(items).__name__}.")
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the titles in order: what the item representations depend on."""
+        return hashlib.sha256(json.dumps(self.titles).encode()).hexdigest()
+
+    @cached_property
+    def _positions(self) -> dict:
+        return {item: position for position, item in enumerate(self.item_ids)}
+
+    @cached_property
+    def _title_positions(self) -> dict[str, int]:
+        """The first item of each title."""
+        return {title: position for position, title in reversed(list(enumerate(self.titles)))}
+
+    def position(self, item) -> int | None:
+        """The catalogue position of an item id, else of an exact title; None when it names no item."""
+        if item in self._positions:
+            return self._positions[item]
+        return self._title_positions.get(item) if isinstance(item, str) else None
+
+    def resolve(self, history: Sequence, index: int = 0) -> tuple[list[str], list[int]]:
+        """The history as the model reads it (titles, oldest first) and the positions of its catalogue items.
+        Titles outside the catalogue stay in the text (with a warning); a history without any catalogue item or with
+        an unknown item id is refused."""
+        if isinstance(history, str | bytes) or not isinstance(history, Sequence):
+            raise CatalogueError(f"History {index} is {type(history).__name__}, not a list of titles or item ids; "
+                                 "pass one list per user, e.g. [['title one', 'title two']].")
+        if not history:
+            raise CatalogueError(f"History {index} is empty: a recommendation needs at least one item of the user.")
+        titles, positions, unknown = [], [], []
+        for item in history:
+            position = self.position(item)
+            if position is not None:
+                titles.append(self.titles[position])
+                positions.append(position)
+            elif isinstance(item, str):
+                titles.append(item)
+                unknown.append(item)
+            else:
+                raise CatalogueError(f"History {index}: item id {item!r} is not in the catalogue ({len(self)} items); "
+                                     "pass ids of the catalogue or titles.")
+        if not positions:
+            raise CatalogueError(f"History {index}: none of its {len(history)} items is in the catalogue "
+                                 f"({', '.join(map(repr, unknown[:3]))}...); pass titles exactly as the catalogue "
+                                 "spells them, or its item ids (is it the right domain?).")
+        if unknown:
+            logger.warning(f"History {index}: {len(unknown)} of its titles are not in the catalogue and are read as "
+                           f"text only: {unknown[:3]}.")
+        return titles, positions
+
+
+def model_fingerprint(model) -> str:
+    """sha256 of a model's config and every weight (the frozen base too). Recomputed only once a weight changed:
+    in-place updates (optimizer steps, `load_state_dict`) bump a tensor's version, new tensors have new storage."""
+    state = model.state_dict()
+    versions = [(key, tensor.data_ptr(), tensor._version) for key, tensor in state.items()]
+    known = _FINGERPRINTS.get(model)
+    if known is not None and known[0] == versions:
+        return known[1]
+    digest = hashlib.sha256(model.config.to_json_string().encode())
+    for key, tensor in state.items():
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    _FINGERPRINTS[model] = (versions, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of what a tokenizer does (its serialized pipeline: normalizer, vocabulary, special tokens), not of where
+    it was read from: the base's tokenizer and the copy saved with a model give the same key. The truncation and
+    padding state a fast tokenizer keeps from its last call is left out (the collator sets them on every call)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = {key: value for key, value in json.loads(backend.to_str()).items()
+                    if key not in ("truncation", "padding")}
+    else:
+        pipeline = [type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()), tokenizer.init_kwargs]
+    return hashlib.sha256(json.dumps(pipeline, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def item_cache_key(model, collator, catalogue: Catalogue) -> str:
+    """What item representations depend on: the titles, the model (config and weights), the tokenizer and
+    `max_length`; pooling and the scoring form are part of the config."""
+    parts = {"format": ITEM_CACHE_FORMAT, "titles": catalogue.fingerprint, "model": model_fingerprint(model),
+             "tokenizer": tokenizer_fingerprint(collator.tokenizer), "max_length": collator.max_length}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def item_cache_path(cache_dir: str | os.PathLike, catalogue: Catalogue) -> Path:
+    """One file per catalogue: a change of model rewrites it (the key in its metadata no longer matches)."""
+    return Path(cache_dir) / ITEM_CACHE_DIR / f"items-{catalogue.fingerprint[:16]}.safetensors"
+
+
+def _read_item_cache(path: Path, key: str) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as cache:
+            if (cache.metadata() or {}).get("key") != key:
+                logger.warning(f"{path} holds item representations of other titles or another model state; "
+                               "encoding the catalogue again.")
+                return None
+            return cache.get_tensor("items")
+    except (OSError, SafetensorError) as error:
+        logger.warning(f"{path} cannot be read ({error}); encoding the catalogue again.")
+        return None
+
+
+def item_representations(model, collator, catalogue: Catalogue, cache_dir: str | os.PathLike | None = None,
+                         batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+    """`(items, d)` of a dual-scoring model: from `cache_dir`'s cache when it holds this model's encoding of these
+    titles, else encoded (and cached there)."""
+    key = item_cache_key(model, collator, catalogue)
+    path = item_cache_path(cache_dir, catalogue) if cache_dir is not None else None
+    cached = _read_item_cache(path, key) if path is not None else None
+    if cached is not None:
+        return cached.to(next(model.parameters()).device)
+    items = encode_items(model, collator, list(catalogue.titles), batch_size)
+    if path is not None:
+        try:
+            atomic_write(path, lambda temporary: save_file({"items": items.cpu().contiguous()}, temporary,
+                                                           metadata={"key": key, "items": str(len(catalogue))}))
+        except OSError as error:
+            logger.warning(f"Item representations not cached ({error}); they are encoded again next time.")
+    return items
+
+
+def default_cache_dir(model) -> Path | None:
+    """The directory the model was loaded from, if any."""
+    directory = Path(model.name_or_path or "")
+    return directory if model.name_or_path and directory.is_dir() else None
+
+
+def similarity_model(backbone: str, **scoring) -> HeadRecommender:
+    """The untrained backbone in dual scoring, a history the mean of its titles' representations (mean-pooled
+    cosine): the similarity baseline and the default first stage of cross-scoring models; `scoring`: other
+    `RecommenderConfig` fields (history_decay, temperature, popularity_weight, or another history_encoding). `create` seeds torch; the caller's
+    random state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        return HeadRecommender.create(backbone, scoring="dual", **{"history_encoding": "items", **scoring}).eval()
+
+
+def excluding(scores: torch.Tensor, excluded: Sequence[Sequence[int]]) -> torch.Tensor:
+    """`scores` `(histories, items)` with each history's excluded items at -inf."""
+    scores = scores.clone(memory_format=torch.contiguous_format)
+    for row, positions in enumerate(excluded):
+        scores[row, list(positions)] = -torch.inf
+    return scores
+
+
+def ranks_of(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each target among the items of its row, ties counted against it (excluded items are -inf)."""
+    return (scores >= scores.gather(1, targets.unsqueeze(1))).sum(dim=1)
+
+
+class CatalogueRanker:
+    """A model bound to a catalogue: ranks every item for histories (see the module docstring).
+
+    Args:
+        model: X-Cross or a single-domain recommender.
+        catalogue: What `Catalogue.of` takes.
+        collator: How the model reads text; by default `model_collator(model)` (the model's own tokenizer, prompt and
+            `max_length`).
+        rerank_top, first_stage, cache_dir, batch_size, popularity: As in `recommend`.
+    """
+
+    def __init__(self, model, catalogue, *, collator=None, rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None,
+                 cache_dir: str | os.PathLike | None = None, batch_size: int = ENCODE_BATCH_SIZE,
+                 popularity: Mapping[str, int] | None = None):
+        if isinstance(rerank_top, bool) or not isinstance(rerank_top, int) or rerank_top < 1:
+            raise CatalogueError(f"rerank_top must be a positive integer, got {rerank_top!r}.")
+        self.model, self.catalogue = model.eval(), Catalogue.of(catalogue)
+        self.collator = collator or model_collator(model)
+        self.rerank_top, self.batch_size = rerank_top, batch_size
+        self.reranks = self.collator.scoring == "cross"
+        if self.reranks:
+            self.retriever = (first_stage or similarity_model(model_backbone(model))).eval()
+            if self.retriever.config.scoring != "dual":
+                raise CatalogueError("first_stage must score in dual mode (items encoded on their own): it encodes "
+                                     "the whole catalogue once.")
+            self.retriever_collator = model_collator(self.retriever, self.collator.max_length)
+        elif first_stage is not None:
+            raise CatalogueError("first_stage is for cross-scoring models; this model scores in dual mode and ranks "
+                                 "the whole catalogue itself.")
+        else:
+            self.retriever, self.retriever_collator = model, self.collator
+        cache_dir = default_cache_dir(model) if cache_dir is None else cache_dir
+        self.items = item_representations(self.retriever, self.retriever_collator, self.catalogue, cache_dir,
+                                          batch_size)
+        self.item_popularity = self._item_popularity(popularity)
+
+    def _item_popularity(self, popularity: Mapping[str, int] | None) -> torch.Tensor | None:
+        """`(items,)` counts for a retriever with a popularity prior: `popularity`, else the item_popularity.json
+        saved beside it; titles it lacks count 0."""
+        if getattr(self.retriever.config, "popularity_weight", None) is None:
+            return None
+        if popularity is None:
+            directory = default_cache_dir(self.retriever)
+            if directory is None:
+                raise CatalogueError("This model scores with a popularity prior: pass popularity={title: count in the "
+                                     "train histories}, or load the model from the directory its run saved (which "
+                                     "holds item_popularity.json).")
+            popularity = load_popularity(directory)
+        return torch.tensor([popularity.get(title, 0) for title in self.catalogue.titles], dtype=torch.float32,
+                            device=self.items.device)
+
+    @torch.no_grad()
+    def first_stage_scores(self, histories: list[list[str]]) -> torch.Tensor:
+        """`(histories, items)`: the model's own scores in dual mode, the retriever's in cross mode."""
+        queries = encode_histories(self.retriever, self.retriever_collator, histories, self.batch_size)
+        scores = representation_scores(self.retriever, queries, self.items, self.item_popularity).float().cpu()
+        if not torch.isfinite(scores).all():
+            raise CatalogueError("The model gives NaN or infinite scores: it diverged; check its weights.")
+        return scores
+
+    def rerank(self, histories: list[list[str]], first_stage: torch.Tensor,
+               depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `depth` best items of the first stage `(histories, depth)` and the model's scores of them; excluded
+        items among them (a history that leaves fewer than `depth`) keep -inf."""
+        candidates = first_stage.argsort(dim=1, descending=True, stable=True)[:, :min(depth, len(self.catalogue))]
+        examples = [{"history": history, "candidates": [self.catalogue.titles[index] for index in row], "label": 0}
+                    for history, row in zip(histories, candidates.tolist())]
+        scores = candidate_scores(self.model, self.collator, examples, self.batch_size).cpu()
+        return candidates, scores.masked_fill(first_stage.gather(1, candidates) == -torch.inf, -torch.inf)
+
+    def top(self, histories: list[list[str]], excluded: Sequence[Sequence[int]],
+            depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `depth` best items `(histories, depth)` (catalogue positions) and their scores, best first."""
+        scores = excluding(self.first_stage_scores(histories), excluded)
+        if not self.reranks:
+            best = scores.argsort(dim=1, descending=True, stable=True)[:, :depth]
+            return best, scores.gather(1, best)
+        candidates, rescored = self.rerank(histories, scores, max(depth, self.rerank_top))
+        best = rescored.argsort(dim=1, descending=True, stable=True)[:, :depth]
+        return candidates.gather(1, best), rescored.gather(1, best)
+
+    def true_item_ranks(self, histories: list[list[str]], targets: torch.Tensor,
+                        excluded: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The rank of each target `(histories,)` in the full ranking of the catalogue without its history's
+        excluded items. Cross scoring: within the re-ranked top items, else below them in first-stage order."""
+        scores = excluding(self.first_stage_scores(histories), excluded)
+        if not self.reranks:
+            return ranks_of(scores, targets)
+        candidates, rescored = self.rerank(histories, scores, self.rerank_top)
+        is_target = candidates == targets.unsqueeze(1)
+        target_score = torch.where(is_target, rescored, -torch.inf).amax(dim=1, keepdim=True)
+        ranks_in_top = (rescored >= target_score).sum(dim=1)
+        ranks_below = candidates.shape[1] + ranks_of(scores.scatter(1, candidates, -torch.inf), targets)
+        return torch.where(is_target.any(dim=1), ranks_in_top, ranks_below)
+
+    def recommend(self, histories: Sequence[Sequence], top_k: int = 10,
+                  exclude_history: bool = True) -> list[list[RecommendedItem]]:
+        """The `top_k` items for each history, best first (see `recommend`)."""
+        if isinstance(histories, str | bytes) or not isinstance(histories, Sequence) or not histories:
+            raise CatalogueError("histories must be a non-empty list of histories, each a list of titles or item "
+                                 "ids; for one user pass [history].")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise CatalogueError(f"top_k must be a positive integer, got {top_k!r}.")
+        if top_k > len(self.catalogue):
+            raise CatalogueError(f"top_k={top_k} is larger than the catalogue ({len(self.catalogue)} items); ask "
+                                 f"for at most {len(self.catalogue)}.")
+        resolved = [self.catalogue.resolve(history, index) for index, history in enumerate(histories)]
+        excluded = [positions if exclude_history else [] for _, positions in resolved]
+        for index, positions in enumerate(excluded):
+            available = len(self.catalogue) - len(set(positions))
+            if top_k > available:
+                raise CatalogueError(f"top_k={top_k}, but only {available} of the catalogue's {len(self.catalogue)} "
+                                     f"items lie outside history {index}; lower top_k or pass exclude_history=False.")
+        recommendations = []
+        for start in range(0, len(resolved), HISTORIES_PER_CHUNK):
+            chunk = slice(start, start + HISTORIES_PER_CHUNK)
+            positions, scores = self.top([titles for titles, _ in resolved[chunk]], excluded[chunk], top_k)
+            recommendations += [[RecommendedItem(self.catalogue.item_ids[index], self.catalogue.titles[index], score,
+                                                 rank)
+                                 for rank, (index, score) in enumerate(zip(row, row_scores), start=1)]
+                                for row, row_scores in zip(positions.tolist(), scores.tolist())]
+        return recommendations
+
+
+def recommend(model, histories: Sequence[Sequence], catalogue, top_k: int = 10, exclude_history: bool = True, *,
+              rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None, cache_dir: str | os.PathLike | None = None,
+              batch_size: int = ENCODE_BATCH_SIZE,
+              popularity: Mapping[str, int] | None = None) -> list[list[RecommendedItem]]:
+    """`model.recommend`: see `modeling_xcross.recommending.CatalogueRecommendationMixin.recommend`."""
+    ranker = CatalogueRanker(model, catalogue, rerank_top=rerank_top, first_stage=first_stage, cache_dir=cache_dir,
+                             batch_size=batch_size, popularity=popularity)
+    return ranker.recommend(histories, top_k, exclude_history)
+
+
+def user_history(domain: DomainData, user: str) -> tuple[list[int], int]:
+    """A test user's history (test.json without its last item) and that held-out last item."""
+    if user not in domain.test:
+        examples = ", ".join(sorted(domain.test)[:3])
+        raise DataError(f"User {user!r} is not a test user of {domain.name} (test.json, {len(domain.test)} usable "
+                        f"users, e.g. {examples}); pass one of them, or the history itself with --history.")
+    *history, held_out = domain.test[user]
+    return history, held_out
+
+
+def recommend_from_dir(model_dir: str | os.PathLike, data_dir: str | os.PathLike, domain_name: str, *,
+                       history: Sequence | None = None, user: str | None = None, top_k: int = 10,
+                       exclude_history: bool = True,
+                       rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], int | None]:
+    """`xcross recommend`: a trained model's top items of a domain for `history` (titles or item ids) or a test
+    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history)."""
+    domain = load_domain(data_dir, domain_name)
+    held_out = None
+    if user is not None:
+        history, held_out = user_history(domain, user)
+    model, _ = load_trained_model(Path(model_dir))
+    return recommend(model, [history], domain, top_k, exclude_history, rerank_top=rerank_top,
+                     cache_dir=model_dir)[0], held_out
+
+
+# ------------------------------------------------------------------------------------------------- full ranking
+
+
+@dataclass
+class FullRankingCases:
+    """Leave-last-out over a whole domain: each user's history (titles), true next item and excluded items (the
+    history's other items), as catalogue positions."""
+
+    histories: list[list[str]]
+    targets: torch.Tensor
+    excluded: list[list[int]]
+
+    @classmethod
+    def of(cls, domain: DomainData, catalogue: Catalogue, split: str, users: list[str]) -> "FullRankingCases":
+        sequences = domain.test if split == "test" else domain.train
+        if not users:
+            raise DataError(f"Domain {domain.name} has no {split} user to rank for.")
+        histories, targets, excluded = [], [], []
+        for user in users:
+            *history, target = sequences[user]
+            histories.append([domain.titles[item] for item in history])
+            targets.append(catalogue.position(target))
+            excluded.append(sorted({catalogue.position(item) for item in history if item != target}))
+        return cls(histories, torch.tensor(targets), excluded)
+
+    def chunks(self) -> list[slice]:
+        return [slice(start, start + HISTORIES_PER_CHUNK) for start in range(0, len(self.histories),
+                                                                               HISTORIES_PER_CHUNK)]
+
+
+def full_ranking_metrics(ranks: torch.Tensor) -> dict:
+    """Recall@10 (= hit@10: one true item), NDCG@10 and MRR of the true items' full-ranking ranks."""
+    metrics = metrics_of_ranks(ranks.numpy())
+    return {f"recall@{FULL_RANKING_AT}": metrics[f"hit@{FULL_RANKING_AT}"],
+            f"ndcg@{FULL_RANKING_AT}": metrics[f"ndcg@{FULL_RANKING_AT}"], "mrr": metrics["mrr"], "users": len(ranks)}
+
+
+def model_full_ranking(model, domain: DomainData, split: str, users: list[str], *, collator=None,
+                       rerank_top: int = DEFAULT_RERANK_TOP, cache_dir: str | os.PathLike | None = None,
+                       popularity: Mapping[str, int] | None = None) -> dict:
+    """Full-ranking metrics of a model: each user's true next item ranked among every item of the domain outside
+    its history (`collator`, `rerank_top`, `cache_dir` as for `CatalogueRanker`)."""
+    ranker = CatalogueRanker(model, domain, collator=collator, rerank_top=rerank_top, cache_dir=cache_dir,
+                             popularity=popularity)
+    cases = FullRankingCases.of(domain, ranker.catalogue, split, users)
+    ranks = [ranker.true_item_ranks(cases.histories[chunk], cases.targets[chunk], cases.excluded[chunk])
+             for chunk in tqdm(cases.chunks(), desc="full ranking", unit="chunk")]
+    return full_ranking_metrics(torch.cat(ranks))
+
+
+def fixed_full_ranking(domain: DomainData, split: str, users: list[str], scores: torch.Tensor) -> dict:
+    """Full-ranking metrics of fixed item scores (popularity, a random order): `(items,)` shared by every user or
+    `(users, items)`, items in the order of `Catalogue.of(domain)`."""
+    catalogue = Catalogue.of(domain)
+    cases = FullRankingCases.of(domain, catalogue, split, users)
+    scores = excluding(scores.float().expand(len(users), len(catalogue)), cases.excluded)
+    return full_ranking_metrics(ranks_of(scores, cases.targets))

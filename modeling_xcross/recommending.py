@@ -1,0 +1,48 @@
+"""`model.recommend(...)`: the top items of a whole catalogue for each history, on X-Cross and the single-domain
+recommenders alike. `modeling_xcross.pipeline.catalogue` does the work (the model's own tokenizer and prompt, item
+representations cached next to the model, two-stage ranking for cross scoring); this mixin gives it a method."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+
+class CatalogueRecommendationMixin:
+    """Adds `recommend` to a recommender with `encode`, `head` and a `scoring` form."""
+
+    def recommend(self, histories: Sequence[Sequence], catalogue: Mapping | Sequence[str], top_k: int = 10,
+                  exclude_history: bool = True, *, rerank_top: int = 100, first_stage=None,
+                  cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
+                  popularity: Mapping[str, int] | None = None) -> list[list]:
+        """The `top_k` items of `catalogue` for each history, best first.
+
+        Args:
+            histories: One list per user of item titles or item ids of `catalogue`, oldest first. Titles not in the
+                catalogue are read as text (a warning names them); a history with no catalogue item is refused.
+            catalogue: The items to rank: `{item_id: title}`, a list of titles (ids are their positions), a
+                `modeling_xcross.pipeline.catalogue.Catalogue` or a `DomainData`.
+            top_k: Items returned per history (at most the catalogue's items outside the history).
+            exclude_history: Leave out the items of the history.
+            rerank_top: Cross scoring: how many items the first stage retrieves for the model to re-rank (at least
+                `top_k`); the catalogue's size re-ranks everything.
+            first_stage: Cross scoring: the dual-scoring recommender that retrieves them; by default the untrained
+                backbone's similarity (mean-pooled cosine).
+            cache_dir: Where the item representations are cached (`item_cache/` under it); by default the directory
+                the model was loaded from, none when it was not loaded from a directory.
+            batch_size: Texts per encoding batch.
+            popularity: A dual model with a popularity prior (`config.popularity_weight`): each title's count in the
+                train histories; by default the `item_popularity.json` its run saved beside it.
+
+        Returns:
+            Per history, a list of `RecommendedItem(item_id, title, score, rank)`.
+        """
+        # The pipeline is not part of the flat remote-code file a Hub repo carries (remote_code.py); imported in a
+        # try block, which transformers' check of a remote file's imports skips.
+        try:
+            from modeling_xcross.pipeline.catalogue import recommend
+        except ImportError as error:
+            raise ImportError("recommend() needs the xcross package installed (pip install xcross), which holds the "
+                              "tokenizing and catalogue code; the remote-code files alone only score inputs.") from error
+        return recommend(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
+                         first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)
