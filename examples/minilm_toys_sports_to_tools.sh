@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the default backbone (all-MiniLM-L6-v2), sized for a 2-core CPU: LoRA source adapters on Toys and
-# Sports, X-Cross on Tools from them, the target-LoRA baseline on Tools, then the references that need no training
-# (popularity, untrained-backbone similarity, random) on the same test lists, and one table of them all:
+# Sports, X-Cross on Tools from them, the target-LoRA baseline on Tools (all with the CLI's default dual scoring:
+# histories as the recency-weighted mean of their titles, a learned popularity prior), then the references that need
+# no training (popularity, untrained-backbone similarity, the untrained dual model = similarity + popularity prior,
+# random) on the same test lists, and one table of them all:
 # OUT/comparison.md, OUT/comparison.json, OUT/comparison_mrr.png. Finished stages are reused on a rerun.
 #   bash examples/minilm_toys_sports_to_tools.sh [OUT]
 # environment: TRAIN_USERS, EVAL_USERS, VAL_USERS, EPOCHS, MAX_LENGTH, BACKBONE, DATA_DIR
@@ -12,7 +14,7 @@ PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo pyt
 DATA=(--data-dir "${DATA_DIR:-../shared/data/amazon}" --max-eval-users "${EVAL_USERS:-200}"
       --val-users "${VAL_USERS:-100}" --max-length "${MAX_LENGTH:-48}" --seed 42)
 TRAIN=("${DATA[@]}" --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}"
-       --max-train-users "${TRAIN_USERS:-200}" --epochs "${EPOCHS:-1}" --batch-size 32 --eval-batch-size 16)
+       --max-train-users "${TRAIN_USERS:-2000}" --epochs "${EPOCHS:-0.15}" --batch-size 16 --eval-batch-size 16)
 START=$SECONDS
 xcross() { "$PYTHON" -m modeling_xcross.pipeline.cli "$@"; }
 # One stage: skipped when its metrics.json exists (a stopped run resumes: the pipeline does that itself).
@@ -29,10 +31,17 @@ stage "LoRA on Sports (source)"  "$OUT/lora-sports" train-adapter --domain Sport
 stage "X-Cross on Tools"         "$OUT/xcross-tools" train --target Tools --sources "$OUT/lora-toys" "$OUT/lora-sports" \
                                                      "${TRAIN[@]}"
 stage "LoRA on Tools (baseline)" "$OUT/lora-tools"  train-adapter --domain Tools  "${TRAIN[@]}"
-for method in popularity similarity random; do
+for method in popularity similarity similarity-popularity random; do
   stage "$method (no training)" "$OUT/$method-tools" baseline --method "$method" --domain Tools "${DATA[@]}" \
-        --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}" --max-train-users "${TRAIN_USERS:-200}"
+        --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}" --max-train-users "${TRAIN_USERS:-2000}"
 done
 xcross compare --output-dir "$OUT" --runs "X-Cross=$OUT/xcross-tools" "Target LoRA=$OUT/lora-tools" \
-       "popularity=$OUT/popularity-tools" "similarity=$OUT/similarity-tools" "random=$OUT/random-tools"
+       "popularity=$OUT/popularity-tools" "similarity=$OUT/similarity-tools" \
+       "similarity + popularity (untrained)=$OUT/similarity-popularity-tools" "random=$OUT/random-tools"
+# What the trained X-Cross recommends from the whole Tools catalogue to the first test user (its history: test.json
+# without the last item, which is marked if it makes the top 10); the catalogue's item vectors are cached on first use.
+TEST_USER=$("$PYTHON" -c 'import glob, json, sys; print(json.load(open(sorted(glob.glob(sys.argv[1] + "/candidates_test_*.json"))[0]))["lists"][0]["user"])' "$OUT/xcross-tools")
+echo "== X-Cross's top 10 of the Tools catalogue for test user $TEST_USER"
+xcross recommend --model-dir "$OUT/xcross-tools" --domain Tools --data-dir "${DATA_DIR:-../shared/data/amazon}" \
+       --user "$TEST_USER" --top-k 10
 echo "== job: $((SECONDS - START)) s; table in $OUT/comparison.md, chart $OUT/comparison_mrr.png"

@@ -10,10 +10,6 @@ from ..checkpoint import atomic_write
 from .runs import METRICS_NAME
 
 COLUMNS = ("mrr", "hit@1", "hit@10")
-# Rows that need no training: what a trained recommender must beat.
-REFERENCES = ("popularity", "similarity", "random")
-
-
 class ComparisonError(ValueError):
     """A run to compare that is missing or unfinished; the message names it."""
 
@@ -25,7 +21,9 @@ def _row(label: str, directory: Path) -> dict:
     metrics = json.loads(path.read_text())
     return {"model": label, **{key: metrics[key] for key in COLUMNS},
             "trainable_parameters": metrics.get("trainable_parameters", 0),
-            "train_time_s": metrics.get("wall_time_s"), "test_users": metrics["num_users"], "run": str(directory)}
+            "train_time_s": metrics.get("wall_time_s"), "test_users": metrics["num_users"], "run": str(directory),
+            # A reference needs no training (an `xcross baseline` run): what a trained recommender must beat.
+            "reference": metrics.get("settings", {}).get("command") == "baseline"}
 
 
 def verdict(rows: list[dict], model: str) -> str:
@@ -43,7 +41,7 @@ def verdict(rows: list[dict], model: str) -> str:
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| Model | MRR | Hit@1 | Hit@10 | Trainable parameters | Train time (s) |", "|---|---|---|---|---|---|"]
     for row in rows:
-        time_s = "–" if row["model"] in REFERENCES or row["train_time_s"] is None else f"{row['train_time_s']:.0f}"
+        time_s = "–" if row["reference"] or row["train_time_s"] is None else f"{row['train_time_s']:.0f}"
         lines.append(f"| {row['model']} | {row['mrr']:.4f} | {row['hit@1']:.4f} | {row['hit@10']:.4f} | "
                      f"{row['trainable_parameters']:,} | {time_s} |")
     return "\n".join(lines)
@@ -57,7 +55,7 @@ def plot_mrr(rows: list[dict], path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(6, 3.5))
     axes.bar([row["model"] for row in rows], [row["mrr"] for row in rows],
-             color=["tab:blue" if row["model"] not in REFERENCES else "tab:gray" for row in rows])
+             color=["tab:gray" if row["reference"] else "tab:blue" for row in rows])
     axes.set(ylabel="test MRR", title=f"Test MRR, {rows[0]['test_users']} users, 30 candidates each")
     axes.tick_params(axis="x", labelrotation=20)
     figure.tight_layout()
