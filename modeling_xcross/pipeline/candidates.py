@@ -77,8 +77,10 @@ def load_eval_lists(path: Path, domain: DomainData) -> dict:
     return lists
 
 
-def eval_lists_for(domain: DomainData, split: str, users: list[str], seed: int, path: Path) -> dict:
-    """The stored lists at `path` when they exist (same domain, split and users), else newly sampled and stored."""
+def eval_lists_for(domain: DomainData, split: str, users: list[str], seed: int, path: Path,
+                   store: bool = True) -> dict:
+    """The stored lists at `path` when they exist (same domain, split and users), else newly sampled and, with
+    `store`, stored (sampling is seeded, so a process that does not store gets the same lists)."""
     if path.is_file():
         lists = load_eval_lists(path, domain)
         if lists["split"] == split and [entry["user"] for entry in lists["lists"]] == users:
@@ -86,5 +88,6 @@ def eval_lists_for(domain: DomainData, split: str, users: list[str], seed: int, 
         raise DataError(f"{path} holds candidate lists for other {split} users or split; delete it, or keep the "
                         "user counts and --seed of the run that wrote it.")
     lists = build_eval_lists(domain, split, users, seed)
-    save_eval_lists(lists, path)
+    if store:
+        save_eval_lists(lists, path)
     return lists

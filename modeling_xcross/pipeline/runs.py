@@ -159,8 +159,9 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     # Only now that the inputs are known to be usable does the output dir record this run.
     resume_from = prepare_output_dir(settings)
     validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
+    # Only rank 0 writes into the output dir: another rank's file there would make rank 0's check of the dir fail.
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
-                                                    validation_path), popularity)
+                                                    validation_path, store=world_rank() == 0), popularity)
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
