@@ -20,7 +20,7 @@ from .models import (build_head_recommender, build_xcross, collator_for, collato
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples, title_counts
 from .scoring import candidate_scores
-from .trainer import check_ranks_agree, make_trainer, training_arguments, world_rank
+from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
 METRICS_NAME = "metrics.json"
@@ -183,6 +183,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         trainer.train(resume_from_checkpoint=resume_from)
     digests = check_ranks_agree(model)
     if not trainer.args.should_save:
+        leave_process_group()
         return {}
     model.save_pretrained(output_dir)
     if popularity is not None:
@@ -199,6 +200,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
                    weights_digest_by_rank=digests, wall_time_s=round(time.time() - started, 1),
                    settings=asdict(settings))
     write_metrics(output_dir, metrics)
+    leave_process_group()
     return metrics
 
 

@@ -135,5 +135,13 @@ def check_ranks_agree(model: torch.nn.Module) -> list[str]:
     return digests
 
 
+def leave_process_group() -> None:
+    """Wait for every rank, then leave the process group: a rank that exits while rank 0 still tests and saves can
+    abort in the collective backend's teardown ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def world_rank() -> int:
     return int(os.environ.get("RANK", "0"))
