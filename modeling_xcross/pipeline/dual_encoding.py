@@ -46,7 +46,13 @@ def encode_histories(model, collator, histories: list[list[str]],
     if collator.history_encoding != "items":
         return encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
     titles = list(dict.fromkeys(title for history in histories for title in history))
-    return history_query(encode_items(model, collator, titles, batch_size), collator.history_weights(histories, titles))
+    return item_mean_histories(collator, histories, titles, encode_items(model, collator, titles, batch_size))
+
+
+def item_mean_histories(collator, histories: list[list[str]], titles: list[str], items: torch.Tensor) -> torch.Tensor:
+    """`(len(histories), d)`: each history as the collator's recency-weighted mean of its titles' representations,
+    `items` holding those of `titles` (which cover every history title)."""
+    return history_query(items, collator.history_weights(histories, titles))
 
 
 def representation_scores(model, histories: torch.Tensor, items: torch.Tensor,
@@ -69,7 +75,7 @@ def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_
                                 + ([title for history in histories for title in history] if by_items else [])))
     position = {title: index for index, title in enumerate(titles)}
     items = encode_items(model, collator, titles, batch_size)
-    queries = (history_query(items, collator.history_weights(histories, titles)) if by_items
+    queries = (item_mean_histories(collator, histories, titles, items) if by_items
                else encode_histories(model, collator, histories, batch_size))
     lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
     popularity = (torch.tensor([example["candidate_popularity"] for example in examples], dtype=torch.float32)
