@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from conftest import SMALL, make_base, make_tokenizer
@@ -92,6 +93,17 @@ def test_killed_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_pat
     resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
     assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
     assert resumed["mrr"] == uninterrupted["mrr"]
+    # The model a run returns can be its untrained start (when no checkpoint beat it), so compare the trained
+    # weights too: the last checkpoint of each run.
+    trained = [_last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
+    assert trained[0].keys() == trained[1].keys() and trained[0]
+    for name in trained[0]:
+        torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
+
+
+def _last_checkpoint_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    last = max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    return load_file(last / "model.safetensors")
 
 
 def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone, capsys):

@@ -230,6 +230,8 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
     metrics = json.loads(Path(run.metrics_file).read_text())
     record.update(metrics={key: metrics[key] for key in METRIC_KEYS}, num_test_users=metrics["num_users"],
                   best_validation_mrr=metrics.get("best_validation_mrr"),
+                  starting_validation_mrr=metrics.get("starting_validation_mrr"),
+                  kept_starting_point=metrics.get("kept_starting_point"),
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
                   wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
                   metrics_file=run.metrics_file,

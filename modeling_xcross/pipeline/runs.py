@@ -20,6 +20,7 @@ from .models import (build_head_recommender, build_xcross, collator_for, collato
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples, title_counts
 from .scoring import candidate_scores
+from .starting_point import keep_better, record_starting_point
 from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
 
 SETTINGS_NAME = "run_settings.json"
@@ -173,6 +174,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
         raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
                              f"delete the checkpoint-* directories in {output_dir} to restart the run.")
+    start = record_starting_point(trainer, output_dir, fresh=resume_from is None, write=world_rank() == 0)
     ended = training_ended_at(resume_from) if resume_from else None
     if ended:
         print(f"[train] training had ended at {resume_from}; loading its best checkpoint")
@@ -181,6 +183,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         if resume_from:
             print(f"[train] resuming from {resume_from}")
         trainer.train(resume_from_checkpoint=resume_from)
+    best = trainer.state.best_metric
+    kept_start = keep_better(model, best, start) if start else False
     digests = check_ranks_agree(model)
     if not trainer.args.should_save:
         leave_process_group()
@@ -194,8 +198,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         metrics["full_ranking"] = model_full_ranking(model, domain, "test", users["test"], collator=collator,
                                                      rerank_top=settings.rerank_top, cache_dir=output_dir,
                                                      popularity=popularity)
-    best = trainer.state.best_metric
     metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
+                   starting_validation_mrr=start.validation_mrr if start else None, kept_starting_point=kept_start,
                    trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
                    weights_digest_by_rank=digests, wall_time_s=round(time.time() - started, 1),
                    settings=asdict(settings))
