@@ -210,3 +210,27 @@ def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path
     assert table.endswith("sampled LoRA on Tools (E1) > Popularity (E5); full ranking Popularity (E5) > LoRA on "
                           "Tools (E1).")
     assert full_ranking_table(rows[3:], "Tools") is None
+
+
+def test_bars_and_training_gains_are_read_from_the_records():
+    from modeling_xcross.pipeline.results_report import bars_table, training_gain_table
+
+    def record(model, mrr, seed, fraction=1.0, **extra):
+        return {"model": model, "target": "Tools", "sources": ["Toys", "Sports"], "fraction": fraction, "seed": seed,
+                "status": "done", "metrics": {"mrr": mrr}, **extra}
+
+    records = [record("xcross", 0.30, 0, starting_validation_mrr=0.25, best_validation_mrr=0.27,
+                      kept_starting_point=False),
+               record("xcross", 0.32, 1, starting_validation_mrr=0.25, best_validation_mrr=0.24,
+                      kept_starting_point=True),
+               record("xcross", 0.24, 0, 0.25), record("lora", 0.26, 0), record("lora", 0.28, 1),
+               record("popularity", 0.20, 0), record("similarity", 0.29, 0), record("similarity", 0.27, 1)]
+    bars = bars_table(records, ["Tools", "Sports"], {"beta": 1.0, "gamma": 1.0})
+    # X-Cross 0.31; the better reference is similarity (0.28): +0.03 clears the bar; LoRA 0.27; 25%: 0.24.
+    assert "| Tools | 2 | 0.3100 | similarity 0.2800 | +0.0300 yes | 0.2700 | +0.0400 yes | 0.2400 | -0.0300 **no** |" \
+        in bars
+    assert "Sports" not in bars, "a target without records gets no row"
+    gains = training_gain_table(records, "Tools")
+    assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 | 0.2500 | 0.2550 | +0.0050 | 1 of 2 |" in gains
+    assert "LoRA" not in gains, "runs without a recorded start get no row"
+    assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None

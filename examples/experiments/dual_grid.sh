@@ -1,37 +1,47 @@
 #!/usr/bin/env bash
-# The E1-E5 grid of examples/experiments/dual_grid.json (the CLI's default dual scoring, three targets) on a 2-core
-# machine: two runners with one thread each, seed after seed. Runner A trains each seed's E1 adapters, then its E2
-# X-Cross models; runner B runs the references (E5), the 25% target LoRAs, the zero-shot sources and X-Lora's
-# record, then the 25% X-Cross models once A's adapters of that seed exist. Records go to docs/results/records_dual/;
-# a rerun skips recorded runs and resumes stopped ones. Then: python examples/report.py --config ... --output ...
+# The E1-E5 grid of examples/experiments/dual_grid.json (the CLI's default dual scoring, three targets, seeds 42-44)
+# on a 2-core machine: WORKERS runners with one thread each take the runs from one ordered queue, each run claimed
+# by one runner (a lock dir under runs/grid/claims), a run whose source adapters are not ready yet left for a later
+# pass. Records go to docs/results/records_dual/; a rerun skips recorded runs and resumes stopped ones (remove
+# runs/grid/claims first when the previous runners were killed). Then:
+#   python examples/report.py --config examples/experiments/dual_grid.json
 #   bash examples/experiments/dual_grid.sh [SEED ...]        (default: 42 43 44)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
 CONFIG=examples/experiments/dual_grid.json
-TARGETS=(Tools Sports Toys)
+RECORDS=docs/results/records_dual
+CLAIMS=runs/grid/claims
 export OMP_NUM_THREADS=1
-run() { nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$(IFS=,; echo "$*")"; }
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(42 43 44)
+queue=()
 for seed in "${seeds[@]}"; do
-  a=() b=() later=()
-  for domain in "${TARGETS[@]}"; do a+=("E1_lora_${domain}_seed$seed"); done
-  for target in "${TARGETS[@]}"; do
-    a+=("E2_xcross_${target}_seed$seed")
-    for method in popularity_"$target"_25pct popularity_"$target" similarity_"$target" \
-                  similarity-popularity_"$target" random_"$target"; do b+=("E5_${method}_seed$seed"); done
-    b+=("E3_lora_${target}_25pct_seed$seed" "E4_xlora_${target}_seed$seed")
-    later+=("E3_xcross_${target}_25pct_seed$seed")
-  done
-  zero_shot=(E4_zero-shot_{Toys,Sports}_on_Tools E4_zero-shot_{Toys,Tools}_on_Sports E4_zero-shot_{Sports,Tools}_on_Toys)
-  run "${a[@]}" &
-  runner_a=$!
-  run "${b[@]}"
-  # The rest of B needs this seed's E1 adapters: retry while runner A is still making them.
-  until run "${later[@]}" "${zero_shot[@]/%/_seed$seed}"; do
-    kill -0 "$runner_a" 2>/dev/null || break
-    sleep 60
-  done
-  wait "$runner_a"
+  queue+=(E1_lora_{Sports,Tools,Toys}_seed$seed E2_xcross_{Tools,Sports,Toys}_seed$seed
+          E3_xcross_{Tools,Sports,Toys}_25pct_seed$seed E3_lora_{Tools,Sports,Toys}_25pct_seed$seed
+          E5_{popularity,similarity,similarity-popularity,random}_{Tools,Sports,Toys}_seed$seed
+          E5_popularity_{Tools,Sports,Toys}_25pct_seed$seed
+          E4_zero-shot_{Toys,Sports}_on_Tools_seed$seed E4_zero-shot_{Toys,Tools}_on_Sports_seed$seed
+          E4_zero-shot_{Sports,Tools}_on_Toys_seed$seed E4_xlora_{Tools,Sports,Toys}_seed$seed)
 done
+worker() {
+  # Take the first unclaimed run that can start; a run that failed keeps its claim (these runners do not retry it).
+  while :; do
+    local waiting=0
+    for id in "${queue[@]}"; do
+      [ -f "$RECORDS/$id.json" ] && continue
+      mkdir -p "$CLAIMS" && mkdir "$CLAIMS/$id" 2>/dev/null || continue
+      output=$(nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$id" 2>&1 | tee /dev/stderr)
+      if grep -q "^\[blocked\]" <<<"$output"; then
+        rmdir "$CLAIMS/$id"    # its source adapters are still being trained: a later pass takes it
+        waiting=1
+      else
+        continue 2             # from the top again: the queue's order is the priority (seed after seed)
+      fi
+    done
+    [ $waiting -eq 1 ] || return 0
+    sleep 30
+  done
+}
+for _ in $(seq "${WORKERS:-2}"); do worker & done
+wait

@@ -96,6 +96,66 @@ def full_ranking_table(records: list[dict], target: str) -> str | None:
     return "\n".join(lines + ["", verdict])
 
 
+def _seed_mrrs(records: list[dict], target: str, model: str, fraction: float = 1.0,
+               refine: dict[str, float] | None = None) -> list[float]:
+    """Test MRR per seed of one model on `target` (X-Cross: of one refine setting)."""
+    return [record["metrics"]["mrr"] for record in records
+            if record["target"] == target and record["model"] == model and record["fraction"] == fraction
+            and record["status"] == "done" and (refine is None or refine_of(record) == refine)]
+
+
+def bars_table(records: list[dict], targets: list[str], refine: dict[str, float], fraction: float = 0.25,
+               margin: float = 0.03) -> str | None:
+    """Issue 12's bars per target, on means over seeds of test MRR: X-Cross >= the better simple reference
+    (popularity, untrained similarity) + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
+    users >= target LoRA on all. None when no target has X-Cross, LoRA and both references."""
+    def mean(values: list[float]) -> str:
+        return f"{statistics.mean(values):.4f}" if values else "–"
+
+    def verdict(gap: float | None, bar: float) -> str:
+        return "–" if gap is None else f"{gap:+.4f} {'yes' if gap >= bar - 1e-9 else '**no**'}"  # float sums
+
+    lines = [f"| Target | Seeds | X-Cross | best reference | X-Cross − reference (≥ +{margin:g}?) | target LoRA | "
+             f"X-Cross − LoRA (≥ 0?) | X-Cross on {fraction:.0%} | that − LoRA on 100% (≥ 0?) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for target in targets:
+        xcross = _seed_mrrs(records, target, "xcross", refine=refine)
+        lora = _seed_mrrs(records, target, "lora")
+        references = {name: _seed_mrrs(records, target, name) for name in ("popularity", "similarity")}
+        if not (xcross and lora and all(references.values())):
+            continue
+        best = max(references, key=lambda name: statistics.mean(references[name]))
+        small = _seed_mrrs(records, target, "xcross", fraction, refine)
+        gap = statistics.mean(xcross) - statistics.mean(references[best])
+        lines.append(f"| {target} | {len(xcross)} | {mean(xcross)} | {best} {mean(references[best])} | "
+                     f"{verdict(gap, margin)} | {mean(lora)} | "
+                     f"{verdict(statistics.mean(xcross) - statistics.mean(lora), 0)} | {mean(small)} | "
+                     f"{verdict(statistics.mean(small) - statistics.mean(lora) if small else None, 0)} |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
+def training_gain_table(records: list[dict], target: str) -> str | None:
+    """Validation MRR of each trained model on `target` before its first step and at its best checkpoint (means over
+    seeds), and how many runs returned their untrained start (no checkpoint beat it); None when no record has it."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        if record["target"] == target and record.get("starting_validation_mrr") is not None:
+            percent = "" if record["fraction"] == 1.0 else f", {record['fraction']:.0%} of the train users"
+            groups[row_label(record) + percent].append(record)
+    if not groups:
+        return None
+    lines = ["| Model | Seeds | validation MRR untrained | best trained checkpoint | gain | runs that kept the start |",
+             "|---|---|---|---|---|---|"]
+    for label in sorted(groups, key=lambda label: (TABLE_ORDER.index(groups[label][0]["model"]), label)):
+        done = groups[label]
+        start = statistics.mean(record["starting_validation_mrr"] for record in done)
+        best = statistics.mean(record["best_validation_mrr"] for record in done)
+        kept = sum(bool(record.get("kept_starting_point")) for record in done)
+        lines.append(f"| {label} | {len(done)} | {start:.4f} | {best:.4f} | {best - start:+.4f} | {kept} of "
+                     f"{len(done)} |")
+    return "\n".join(lines)
+
+
 def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, list[float]]]:
     """{row label: {fraction: [MRR per seed]}} of every X-Cross setting, target LoRA and popularity on `target`."""
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -165,13 +225,23 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
     figures.mkdir(parents=True, exist_ok=True)
     scale = {**config.scale, "learning_rates": config.learning_rates, "seeds": config.seeds,
              "fractions": config.fractions}
+    report_command = f"python examples/report.py --config {config_path}" + (
+        "" if Path(output) == Path("docs/results.md") else f" --output {output}")
     parts = ["# X-Cross on the Amazon domains: results", "",
-             f"Built by `python examples/report.py --config {config_path}` from {len(records)} records in "
+             f"Built by `{report_command}` from {len(records)} records in "
              f"`{config.records_dir}`. Test metrics on the same stored candidate lists (1 true item + 29 negatives) "
              "for every model of a seed; mean ± sample std over seeds.", "", "## Scale", "",
              "| Setting | Value |", "|---|---|", *[f"| {key} | {value} |" for key, value in scale.items()], ""]
+    bars = bars_table(records, list(config.targets), config.xcross_refine[0])
+    if bars:
+        parts += ["## The bars", "", "Means over seeds of test MRR; the better of the two simple references "
+                  "(popularity, untrained similarity) per target.", "", bars, ""]
     for target, sources in config.targets.items():
         parts += [f"## Target {target} (sources {', '.join(sources)})", "", target_table(records, target), ""]
+        gains = training_gain_table(records, target)
+        if gains:
+            parts += ["What training added, on validation users (every run validates its untrained model first "
+                      "and returns it when no checkpoint beats it):", "", gains, ""]
         ranking = full_ranking_table(records, target)
         if ranking:
             parts += [f"Full ranking: each test user's true next item among all {target} items outside the history "
@@ -187,7 +257,7 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
                       f"adds β or γ times z. Numbers in `results/fusion_{target}.json`.", ""]
     commands = sorted({record["command"] for record in records if record.get("command")})
     parts += ["## Commands", "", "```bash", f"python examples/experiments.py --config {config_path}",
-              f"python examples/report.py --config {config_path}", "```", "", "<details><summary>Every xcross "
+              report_command, "```", "", "<details><summary>Every xcross "
               "command run</summary>", "", "```bash", *commands, "```", "", "</details>", "",
               "## Honest reading", "", HONEST_READING, "", _kept_reading(output), ""]
     text = "\n".join(parts)
