@@ -2,7 +2,7 @@
 # The E1-E5 grid of examples/experiments/dual_grid.json (the CLI's default dual scoring, three targets, seeds 42-44)
 # on a 2-core machine: WORKERS runners with one thread each take the runs from one ordered queue, each run claimed
 # by one runner (a lock dir under runs/grid/claims), a run whose source adapters are not ready yet left for a later
-# pass. Records go to docs/results/records_dual/; a rerun skips recorded runs and resumes stopped ones (remove
+# pass (a worker sleeps while every run left waits for one). Records go to docs/results/records_dual/; a rerun skips recorded runs and resumes stopped ones (remove
 # runs/grid/claims first when the previous runners were killed). Then:
 #   python examples/report.py --config examples/experiments/dual_grid.json
 #   bash examples/experiments/dual_grid.sh [SEED ...]        (default: 42 43 44)
@@ -15,14 +15,21 @@ CLAIMS=runs/grid/claims
 export OMP_NUM_THREADS=1
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(42 43 44)
+# The queue's order is the priority, as far as a session's time reaches: every seed's E1 adapters, E2 X-Cross models
+# and references first (the issue's first bars), then each seed's 25% X-Cross models, then the rest.
 queue=()
 for seed in "${seeds[@]}"; do
   queue+=(E1_lora_{Sports,Tools,Toys}_seed$seed E2_xcross_{Tools,Sports,Toys}_seed$seed
-          E3_xcross_{Tools,Sports,Toys}_25pct_seed$seed E3_lora_{Tools,Sports,Toys}_25pct_seed$seed
-          E5_{popularity,similarity,similarity-popularity,random}_{Tools,Sports,Toys}_seed$seed
-          E5_popularity_{Tools,Sports,Toys}_25pct_seed$seed
-          E4_zero-shot_{Toys,Sports}_on_Tools_seed$seed E4_zero-shot_{Toys,Tools}_on_Sports_seed$seed
-          E4_zero-shot_{Sports,Tools}_on_Toys_seed$seed E4_xlora_{Tools,Sports,Toys}_seed$seed)
+          E5_{popularity,similarity,similarity-popularity}_{Tools,Sports,Toys}_seed$seed)
+done
+for seed in "${seeds[@]}"; do queue+=(E3_xcross_{Tools,Sports,Toys}_25pct_seed$seed); done
+for seed in "${seeds[@]}"; do
+  queue+=(E3_lora_{Tools,Sports,Toys}_25pct_seed$seed E5_popularity_{Tools,Sports,Toys}_25pct_seed$seed
+          E5_random_{Tools,Sports,Toys}_seed$seed E4_xlora_{Tools,Sports,Toys}_seed$seed)
+done
+for seed in "${seeds[@]}"; do
+  queue+=(E4_zero-shot_{Toys,Sports}_on_Tools_seed$seed E4_zero-shot_{Toys,Tools}_on_Sports_seed$seed
+          E4_zero-shot_{Sports,Tools}_on_Toys_seed$seed)
 done
 worker() {
   # Take the first unclaimed run that can start; a run that failed keeps its claim (these runners do not retry it).
@@ -31,8 +38,10 @@ worker() {
     for id in "${queue[@]}"; do
       [ -f "$RECORDS/$id.json" ] && continue
       mkdir -p "$CLAIMS" && mkdir "$CLAIMS/$id" 2>/dev/null || continue
-      output=$(nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$id" 2>&1 | tee /dev/stderr)
-      if grep -q "^\[blocked\]" <<<"$output"; then
+      echo "[worker $1] $id (log: runs/grid/logs/$id.log)"
+      mkdir -p runs/grid/logs
+      nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$id" > "runs/grid/logs/$id.log" 2>&1
+      if grep -q "^\[blocked\]" "runs/grid/logs/$id.log"; then
         rmdir "$CLAIMS/$id"    # its source adapters are still being trained: a later pass takes it
         waiting=1
       else
@@ -43,5 +52,5 @@ worker() {
     sleep 30
   done
 }
-for _ in $(seq "${WORKERS:-2}"); do worker & done
+for number in $(seq "${WORKERS:-2}"); do worker "$number" & done
 wait
