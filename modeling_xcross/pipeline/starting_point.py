@@ -30,15 +30,15 @@ class StartingPoint:
 
 
 def record_starting_point(trainer, output_dir: Path, fresh: bool, write: bool) -> StartingPoint | None:
-    """The untrained model's validation MRR and trainable weights: read back when an earlier (stopped) try of the
-    run recorded them; measured now on a `fresh` run and, with `write`, stored atomically (weights first, metrics
-    last); None for a resumed run of a version that did not record them."""
+    """The untrained model's validation MRR and trainable weights: measured on a `fresh` run (no checkpoint yet; every
+    process measures, so none waits on another's file) and, with `write`, stored atomically (weights first, metrics
+    last); read back by a resumed run; None for a resumed run of a version that did not record them."""
     directory = Path(output_dir) / STARTING_POINT_DIR
-    if (directory / METRICS_FILE).is_file():
+    if not fresh:
+        if not (directory / METRICS_FILE).is_file():
+            return None
         return StartingPoint(read_json(directory / METRICS_FILE)["validation_mrr"],
                              read_safetensors(directory / WEIGHTS_NAME))
-    if not fresh:
-        return None
     print("[train] validating the untrained model: the checkpoint training has to beat")
     validation_mrr = trainer.evaluate()["eval_mrr"]
     weights = {name: tensor.clone() for name, tensor in trainable_state(trainer.model).items()}  # not views
