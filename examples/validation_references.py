@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 from pathlib import Path
 
 import torch
@@ -43,11 +44,22 @@ def main() -> None:
     parser.add_argument("--decays", type=float, nargs="+", default=[1.0, 0.5])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.1, 0.05])
     parser.add_argument("--popularity-weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--validation", choices=("random", "latest"), default="random",
+                        help="validation users: a seeded sample of the train users (the pipeline's split), or the "
+                             "last --val-users in the file's order (the shared domains list their users in time "
+                             "order, test users after every train user), the train users then a seeded sample of "
+                             "the others; default: %(default)s")
     parser.add_argument("--output", type=Path, default=None, help="JSON file for the results")
     args = parser.parse_args()
 
     domain = load_domain(args.data_dir, args.domain)
-    users = split_users(domain, args.val_users, args.seed, args.max_train_users)
+    if args.validation == "latest":
+        ordered = list(domain.train)
+        earlier = ordered[:-args.val_users]
+        users = {"validation": ordered[-args.val_users:],
+                 "train": random.Random(args.seed).sample(earlier, min(args.max_train_users, len(earlier)))}
+    else:
+        users = split_users(domain, args.val_users, args.seed, args.max_train_users)
     lists = build_eval_lists(domain, "validation", users["validation"], args.seed)["lists"]
     labels = torch.tensor([entry["label"] for entry in lists])
     metric = load_ranking_metric()
