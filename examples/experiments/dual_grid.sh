@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The E1-E5 grid of examples/experiments/dual_grid.json (the CLI's default dual scoring, three targets, seeds 42-44)
 # on a 2-core machine: WORKERS runners with one thread each take the runs from one ordered queue, each run claimed
-# by one runner (a lock dir under runs/grid/claims), a run whose source adapters are not ready yet left for a later
-# pass (a worker sleeps while every run left waits for one). Records go to docs/results/records_dual/; a rerun skips recorded runs and resumes stopped ones (remove
-# runs/grid/claims first when the previous runners were killed). Then:
+# by one runner (a lock dir under runs/grid/claims); a run whose source adapters are not ready yet is left for a
+# later pass (a worker sleeps while every run left waits for one). Records go to docs/results/records_dual/, logs to
+# runs/grid/logs/; a rerun skips recorded runs and resumes stopped ones (remove runs/grid/claims first when the
+# previous runners were killed). Then:
 #   python examples/report.py --config examples/experiments/dual_grid.json
 #   bash examples/experiments/dual_grid.sh [SEED ...]        (default: 42 43 44)
 set -uo pipefail
@@ -37,9 +38,8 @@ worker() {
     local waiting=0
     for id in "${queue[@]}"; do
       [ -f "$RECORDS/$id.json" ] && continue
-      mkdir -p "$CLAIMS" && mkdir "$CLAIMS/$id" 2>/dev/null || continue
+      mkdir "$CLAIMS/$id" 2>/dev/null || continue
       echo "[worker $1] $id (log: runs/grid/logs/$id.log)"
-      mkdir -p runs/grid/logs
       nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$id" > "runs/grid/logs/$id.log" 2>&1
       if grep -q "^\[blocked\]" "runs/grid/logs/$id.log"; then
         rmdir "$CLAIMS/$id"    # its source adapters are still being trained: a later pass takes it
@@ -52,5 +52,6 @@ worker() {
     sleep 30
   done
 }
+mkdir -p "$CLAIMS" runs/grid/logs
 for number in $(seq "${WORKERS:-2}"); do worker "$number" & done
 wait

@@ -119,18 +119,18 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
              f"X-Cross − LoRA (≥ 0?) | X-Cross on {fraction:.0%} | that − LoRA on 100% (≥ 0?) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for target in targets:
-        xcross = _seed_mrrs(records, target, "xcross", refine=refine)
-        lora = _seed_mrrs(records, target, "lora")
-        references = {name: _seed_mrrs(records, target, name) for name in ("popularity", "similarity")}
-        if not (xcross and lora and all(references.values())):
+        runs = {"xcross": _seed_mrrs(records, target, "xcross", refine=refine),
+                "small": _seed_mrrs(records, target, "xcross", fraction, refine),
+                **{name: _seed_mrrs(records, target, name) for name in ("lora", "popularity", "similarity")}}
+        if not all(runs[name] for name in ("xcross", "lora", "popularity", "similarity")):
             continue
-        best = max(references, key=lambda name: statistics.mean(references[name]))
-        small = _seed_mrrs(records, target, "xcross", fraction, refine)
-        gap = statistics.mean(xcross) - statistics.mean(references[best])
-        lines.append(f"| {target} | {len(xcross)} | {mean(xcross)} | {best} {mean(references[best])} | "
-                     f"{verdict(gap, margin)} | {mean(lora)} | "
-                     f"{verdict(statistics.mean(xcross) - statistics.mean(lora), 0)} | {mean(small)} | "
-                     f"{verdict(statistics.mean(small) - statistics.mean(lora) if small else None, 0)} |")
+        means = {name: statistics.mean(values) for name, values in runs.items() if values}
+        best = max(("popularity", "similarity"), key=means.get)
+        small_gap = means["small"] - means["lora"] if "small" in means else None
+        lines.append(f"| {target} | {len(runs['xcross'])} | {mean(runs['xcross'])} | {best} {mean(runs[best])} | "
+                     f"{verdict(means['xcross'] - means[best], margin)} | {mean(runs['lora'])} | "
+                     f"{verdict(means['xcross'] - means['lora'], 0)} | {mean(runs['small'])} | "
+                     f"{verdict(small_gap, 0)} |")
     return "\n".join(lines) if len(lines) > 2 else None
 
 

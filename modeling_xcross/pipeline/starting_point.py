@@ -56,12 +56,12 @@ def keep_better(model: torch.nn.Module, best_trained_mrr: float | None, start: S
         return False
     print(f"[train] no trained checkpoint beat the untrained model on validation (MRR {best_trained_mrr} < "
           f"{start.validation_mrr:.4f}): keeping the untrained weights")
-    missing = set(start.weights) - set(dict(model.named_parameters()))
+    parameters = dict(model.named_parameters())
+    missing = set(start.weights) - set(parameters)
     if missing:
         raise RuntimeError(f"{STARTING_POINT_DIR}/{WEIGHTS_NAME} names weights this model lacks ({sorted(missing)[:3]}"
                            "...): the output dir holds another run's files; delete it and start over.")
     with torch.no_grad():
-        parameters = dict(model.named_parameters())
         for name, tensor in start.weights.items():
             parameters[name].copy_(tensor.to(parameters[name].device, parameters[name].dtype))
     return True
