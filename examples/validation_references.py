@@ -5,6 +5,10 @@ chosen, without looking at test users.
     python examples/validation_references.py --domain Tools --val-users 1000 --max-train-users 2000 \
         --output docs/results/validation_references_Tools.json
 
+`--recency-half-lives` also tries counts that favour later users (the shared domains list users in time order): a
+train user at position p of the file's N train users counts 0.5 ** ((N - 1 - p) / (h * N)), rescaled to a mean of 1
+per counted user, so h = 0.25 halves the weight every quarter of the file; "none" is the plain count.
+
 Prints one line per setting (validation MRR and the mean cross-entropy over the 30 candidates, the training loss an
 untrained model starts from) and writes them as JSON. Every title is encoded once; the settings only change how the
 encodings are combined.
@@ -16,6 +20,7 @@ import argparse
 import itertools
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,10 +31,25 @@ from modeling_xcross.packaged_models import DEFAULT_BACKBONE
 from modeling_xcross.pipeline.baselines import popularity_scores, untrained_collator
 from modeling_xcross.pipeline.candidates import build_eval_lists
 from modeling_xcross.pipeline.catalogue import similarity_model
-from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, load_domain, split_users
+from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DomainData, load_domain, split_users
 from modeling_xcross.pipeline.dual_encoding import encode_items
 from modeling_xcross.pipeline.metrics import load_ranking_metric
 from modeling_xcross.pipeline.samples import title_counts
+
+
+def recency_counts(domain: DomainData, users: list[str], half_life: float | None) -> Counter:
+    """`title_counts` with each user's items weighted by how late the user comes in the file (None: weight 1)."""
+    if half_life is None:
+        return title_counts(domain, users)
+    position = {user: index for index, user in enumerate(domain.train)}
+    last = len(position) - 1
+    weights = {user: 0.5 ** ((last - position[user]) / (half_life * len(position))) for user in users}
+    scale = len(users) / sum(weights.values())
+    counts = Counter()
+    for user in users:
+        for item in domain.train[user]:
+            counts[domain.titles[item]] += weights[user] * scale
+    return counts
 
 
 def main() -> None:
@@ -44,6 +64,10 @@ def main() -> None:
     parser.add_argument("--decays", type=float, nargs="+", default=[1.0, 0.5])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.1, 0.05])
     parser.add_argument("--popularity-weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 3.0])
+    parser.add_argument("--recency-half-lives", nargs="+", default=[None],
+                        type=lambda text: None if text == "none" else float(text),
+                        help="half-lives of the recency-weighted counts, as fractions of the train users in file "
+                             "order, or none for plain counts; default: none")
     parser.add_argument("--validation", choices=("random", "latest"), default="random",
                         help="validation users: a seeded sample of the train users (the pipeline's split), or the "
                              "last --val-users in the file's order (the shared domains list their users in time "
@@ -80,18 +104,21 @@ def main() -> None:
     position = {title: index for index, title in enumerate(titles)}
     items = F.normalize(encode_items(model, collator, titles), dim=-1)
     listed = items[torch.tensor([[position[title] for title in row] for row in candidates])]
-    counts = title_counts(domain, users["train"])
-    log_counts = torch.log1p(torch.tensor([[counts[title] for title in row] for row in candidates],
-                                          dtype=torch.float32))
+    log_counts = {}
+    for half_life in args.recency_half_lives:
+        counts = recency_counts(domain, users["train"], half_life)
+        log_counts[half_life] = torch.log1p(torch.tensor([[counts[title] for title in row] for row in candidates],
+                                                         dtype=torch.float32))
     print(f"{args.domain}: {len(lists)} validation users, {len(users['train'])} train users; "
           f"popularity {results['popularity']}")
     for decay in args.decays:
         collator.history_decay = decay
         queries = F.normalize(history_query(items, collator.history_weights(histories, titles)), dim=-1)
         cosine = torch.einsum("bd,bcd->bc", queries, listed)
-        for temperature, weight in itertools.product(args.temperatures, args.popularity_weights):
+        for half_life, temperature, weight in itertools.product(args.recency_half_lives, args.temperatures,
+                                                                args.popularity_weights):
             row = {"history_decay": decay, "temperature": temperature, "popularity_weight": weight,
-                   **evaluate(cosine / temperature + weight * log_counts)}
+                   "recency_half_life": half_life, **evaluate(cosine / temperature + weight * log_counts[half_life])}
             results["untrained_dual"].append(row)
             print(json.dumps(row))
     best = max(results["untrained_dual"], key=lambda row: row["mrr"])
