@@ -8,6 +8,9 @@ chosen, without looking at test users.
 `--recency-half-lives` also tries counts that favour later users (the shared domains list users in time order): a
 train user at position p of the file's N train users counts 0.5 ** ((N - 1 - p) / (h * N)), rescaled to a mean of 1
 per counted user, so h = 0.25 halves the weight every quarter of the file; "none" is the plain count.
+`--history-popularity-exponents` a tries a prior whose weight follows how popular the user's own history is:
+w * (p_u / p_train) ** a, p_u the mean log(1 + count) of the history's titles, p_train its mean over the train users
+(their own items left out), so a user whose history is less popular than the train users' leans less on the prior.
 
 Prints one line per setting (validation MRR and the mean cross-entropy over the 30 candidates, the training loss an
 untrained model starts from) and writes them as JSON. Every title is encoded once; the settings only change how the
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -34,22 +38,32 @@ from modeling_xcross.pipeline.catalogue import similarity_model
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DomainData, load_domain, split_users
 from modeling_xcross.pipeline.dual_encoding import encode_items
 from modeling_xcross.pipeline.metrics import load_ranking_metric
-from modeling_xcross.pipeline.samples import title_counts
 
 
-def recency_counts(domain: DomainData, users: list[str], half_life: float | None) -> Counter:
-    """`title_counts` with each user's items weighted by how late the user comes in the file (None: weight 1)."""
+def recency_weights(domain: DomainData, users: list[str], half_life: float | None) -> dict[str, float]:
+    """Each user's weight in the counts: 1, or decaying with how early the user comes in the file, mean 1."""
     if half_life is None:
-        return title_counts(domain, users)
+        return dict.fromkeys(users, 1.0)
     position = {user: index for index, user in enumerate(domain.train)}
     last = len(position) - 1
     weights = {user: 0.5 ** ((last - position[user]) / (half_life * len(position))) for user in users}
     scale = len(users) / sum(weights.values())
+    return {user: weight * scale for user, weight in weights.items()}
+
+
+def weighted_counts(domain: DomainData, weights: dict[str, float]) -> Counter:
+    """`title_counts` with each user's items counted at that user's weight."""
     counts = Counter()
-    for user in users:
+    for user, weight in weights.items():
         for item in domain.train[user]:
-            counts[domain.titles[item]] += weights[user] * scale
+            counts[domain.titles[item]] += weight
     return counts
+
+
+def history_popularity(domain: DomainData, history: list[int], counts: Counter, own: Counter | None = None) -> float:
+    """Mean log(1 + count) of a history's titles, less the user's `own` share of the counts."""
+    own = own or Counter()
+    return sum(math.log1p(counts[domain.titles[item]] - own[domain.titles[item]]) for item in history) / len(history)
 
 
 def main() -> None:
@@ -68,6 +82,9 @@ def main() -> None:
                         type=lambda text: None if text == "none" else float(text),
                         help="half-lives of the recency-weighted counts, as fractions of the train users in file "
                              "order, or none for plain counts; default: none")
+    parser.add_argument("--history-popularity-exponents", type=float, nargs="+", default=[0.0],
+                        help="exponents a of the per-user prior weight w * (p_u / p_train) ** a; default: 0 (the "
+                             "same weight for every user)")
     parser.add_argument("--validation", choices=("random", "latest"), default="random",
                         help="validation users: a seeded sample of the train users (the pipeline's split), or the "
                              "last --val-users in the file's order (the shared domains list their users in time "
@@ -104,21 +121,30 @@ def main() -> None:
     position = {title: index for index, title in enumerate(titles)}
     items = F.normalize(encode_items(model, collator, titles), dim=-1)
     listed = items[torch.tensor([[position[title] for title in row] for row in candidates])]
-    log_counts = {}
+    log_counts, relative_popularity = {}, {}
     for half_life in args.recency_half_lives:
-        counts = recency_counts(domain, users["train"], half_life)
+        weights = recency_weights(domain, users["train"], half_life)
+        counts = weighted_counts(domain, weights)
         log_counts[half_life] = torch.log1p(torch.tensor([[counts[title] for title in row] for row in candidates],
                                                          dtype=torch.float32))
+        train_mean = sum(history_popularity(domain, domain.train[user][:-1], counts,
+                                            weighted_counts(domain, {user: weights[user]}))
+                         for user in users["train"]) / len(users["train"])
+        relative_popularity[half_life] = torch.tensor(
+            [history_popularity(domain, domain.train[entry["user"]][:-1], counts) / train_mean for entry in lists])
     print(f"{args.domain}: {len(lists)} validation users, {len(users['train'])} train users; "
           f"popularity {results['popularity']}")
     for decay in args.decays:
         collator.history_decay = decay
         queries = F.normalize(history_query(items, collator.history_weights(histories, titles)), dim=-1)
         cosine = torch.einsum("bd,bcd->bc", queries, listed)
-        for half_life, temperature, weight in itertools.product(args.recency_half_lives, args.temperatures,
-                                                                args.popularity_weights):
+        for half_life, exponent, temperature, weight in itertools.product(
+                args.recency_half_lives, args.history_popularity_exponents, args.temperatures,
+                args.popularity_weights):
+            user_weight = weight * relative_popularity[half_life].pow(exponent)
             row = {"history_decay": decay, "temperature": temperature, "popularity_weight": weight,
-                   "recency_half_life": half_life, **evaluate(cosine / temperature + weight * log_counts[half_life])}
+                   "recency_half_life": half_life, "history_popularity_exponent": exponent,
+                   **evaluate(cosine / temperature + user_weight[:, None] * log_counts[half_life])}
             results["untrained_dual"].append(row)
             print(json.dumps(row))
     best = max(results["untrained_dual"], key=lambda row: row["mrr"])
