@@ -1,0 +1,59 @@
+"""The prior variants examples/validation_references.py tries on validation users: counts that favour later users,
+and the history popularity a per-user prior weight follows."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from modeling_xcross.pipeline.data import load_domain
+from modeling_xcross.pipeline.samples import title_counts
+
+from conftest import make_domain
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "validation_references.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("validation_references", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def domain(tmp_path_factory):
+    return load_domain(make_domain(tmp_path_factory.mktemp("data"), "Tools", train_users=40), "Tools")
+
+
+def test_plain_weights_give_the_pipelines_counts(script, domain):
+    users = list(domain.train)[5:30]
+    weights = script.recency_weights(domain, users, None)
+    assert set(weights.values()) == {1.0}
+    assert script.weighted_counts(domain, weights) == title_counts(domain, users)
+
+
+def test_recency_weights_halve_every_half_life_and_keep_the_mass(script, domain):
+    ordered = list(domain.train)  # 40 users in file order
+    users = ordered[::2]
+    weights = script.recency_weights(domain, users, 0.25)  # halves every 10 users of the file
+    assert sum(weights.values()) == pytest.approx(len(users))
+    assert weights[ordered[30]] == pytest.approx(2 * weights[ordered[20]])
+    assert weights[ordered[38]] > weights[ordered[0]] * 8
+    total = script.weighted_counts(domain, weights)
+    assert sum(total.values()) == pytest.approx(sum(len(domain.train[user]) * weights[user] for user in users))
+
+
+def test_history_popularity_leaves_the_users_own_share_out(script, domain):
+    user = list(domain.train)[3]
+    history = domain.train[user][:-1]
+    alone = script.weighted_counts(domain, {user: 1.0})
+    # Counted on this user alone, its history is popular only through itself: nothing is left once its share goes.
+    assert script.history_popularity(domain, history, alone, own=alone) == pytest.approx(0.0, abs=1e-9)
+    counts = title_counts(domain, list(domain.train))
+    expected = sum(math.log1p(counts[domain.titles[item]]) for item in history) / len(history)
+    assert script.history_popularity(domain, history, counts) == pytest.approx(expected)
