@@ -11,6 +11,8 @@ per counted user, so h = 0.25 halves the weight every quarter of the file; "none
 `--history-popularity-exponents` a tries a prior whose weight follows how popular the user's own history is:
 w * (p_u / p_train) ** a, p_u the mean log(1 + count) of the history's titles, p_train its mean over the train users
 (their own items left out), so a user whose history is less popular than the train users' leans less on the prior.
+`--center` subtracts the titles' common direction first (for decoder backbones, whose mean-pooled title states all
+point nearly the same way).
 
 Prints one line per setting (validation MRR and the mean cross-entropy over the 30 candidates, the training loss an
 untrained model starts from) and writes them as JSON. Every title is encoded once; the settings only change how the
@@ -85,6 +87,10 @@ def main() -> None:
     parser.add_argument("--history-popularity-exponents", type=float, nargs="+", default=[0.0],
                         help="exponents a of the per-user prior weight w * (p_u / p_train) ** a; default: 0 (the "
                              "same weight for every user)")
+    parser.add_argument("--center", action="store_true",
+                        help="subtract the mean representation of the listed candidates' titles (a uniform sample of "
+                             "the catalogue) before the cosine: removes the direction every title shares, which "
+                             "dominates a decoder's mean-pooled states")
     parser.add_argument("--validation", choices=("random", "latest"), default="random",
                         help="validation users: a seeded sample of the train users (the pipeline's split), or the "
                              "last --val-users in the file's order (the shared domains list their users in time "
@@ -119,7 +125,10 @@ def main() -> None:
     candidates = [[domain.titles[item] for item in entry["candidates"]] for entry in lists]
     titles = list(dict.fromkeys(itertools.chain(*candidates, *histories)))
     position = {title: index for index, title in enumerate(titles)}
-    items = F.normalize(encode_items(model, collator, titles), dim=-1)
+    items = encode_items(model, collator, titles)
+    if args.center:
+        items = items - items[[position[title] for title in dict.fromkeys(itertools.chain(*candidates))]].mean(dim=0)
+    items = F.normalize(items, dim=-1)
     listed = items[torch.tensor([[position[title] for title in row] for row in candidates])]
     log_counts, relative_popularity = {}, {}
     for half_life in args.recency_half_lives:
@@ -132,8 +141,11 @@ def main() -> None:
                          for user in users["train"]) / len(users["train"])
         relative_popularity[half_life] = torch.tensor(
             [history_popularity(domain, domain.train[entry["user"]][:-1], counts) / train_mean for entry in lists])
+    pairs = ~torch.eye(listed.shape[1], dtype=torch.bool)
+    spread = (listed @ listed.transpose(1, 2))[:, pairs].std(dim=1).mean().item()
+    results["candidate_cosine_std"] = round(spread, 4)
     print(f"{args.domain}: {len(lists)} validation users, {len(users['train'])} train users; "
-          f"popularity {results['popularity']}")
+          f"popularity {results['popularity']}; std of the candidates' pairwise cosines {spread:.4f}")
     for decay in args.decays:
         collator.history_decay = decay
         queries = F.normalize(history_query(items, collator.history_weights(histories, titles)), dim=-1)
