@@ -25,7 +25,7 @@ def default_pooling(scoring: str, family_default: str) -> str:
 
 def check_scoring_fields(config) -> None:
     """The scoring fields X-Cross and the single-domain recommenders share (`scoring`, `pooling`, `temperature`,
-    `history_encoding`, `history_decay`, `popularity_weight`), checked once for both."""
+    `history_encoding`, `history_decay`, `popularity_weight`, `center_representations`), checked once for both."""
     if config.scoring not in SCORING_MODES:
         raise ValueError(f"`scoring` must be one of {SCORING_MODES}, got {config.scoring!r}.")
     if isinstance(config.temperature, bool) or not (math.isfinite(config.temperature) and config.temperature > 0):
@@ -40,9 +40,12 @@ def check_scoring_fields(config) -> None:
     if config.popularity_weight is not None and (isinstance(config.popularity_weight, bool)
                                                  or not math.isfinite(config.popularity_weight)):
         raise ValueError(f"`popularity_weight` must be a finite number or None, got {config.popularity_weight!r}.")
-    if config.scoring == "cross" and (config.history_encoding != "text" or config.popularity_weight is not None):
-        raise ValueError("history_encoding='items' and popularity_weight are dual-scoring options; with "
-                         "scoring='cross' leave them at 'text' and None.")
+    if not isinstance(config.center_representations, bool):
+        raise ValueError(f"`center_representations` must be True or False, got {config.center_representations!r}.")
+    if config.scoring == "cross" and (config.history_encoding != "text" or config.popularity_weight is not None
+                                      or config.center_representations):
+        raise ValueError("history_encoding='items', popularity_weight and center_representations are dual-scoring "
+                         "options; with scoring='cross' leave them at 'text', None and False.")
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,11 @@ class XCrossConfig(PreTrainedConfig):
         popularity_weight (`float`, *optional*): Dual scoring: when set, the initial value of a learned weight w and
             the score gains w * log(1 + count), count being how often the candidate occurs in the training histories
             (the inputs then need `candidate_popularity`). The `xcross` commands set it, chosen on validation users.
+        center_representations (`bool`, defaults to `False`): Dual scoring: subtract a fixed vector, `head.center`,
+            from every pooled representation before the cosine. The `xcross` commands set it to the mean
+            representation of the training titles under the untrained model, so that the cosine compares what sets
+            titles apart: a decoder's mean-pooled states share one dominant direction (SmolLM2-135M: titles at cosine
+            0.93 of each other), which leaves the raw cosine almost the same for every candidate.
         initializer_range (`float`, defaults to 0.02): Standard deviation of the pooler and score head init.
         prompt (`dict`, *optional*): The prompt format the model was trained with: `separator` (between history
             titles), `decoder_prefix` and `decoder_suffix` (decoder prompts); `DEFAULT_PROMPT` when unset.
@@ -169,6 +177,7 @@ class XCrossConfig(PreTrainedConfig):
     history_encoding: str = "text"
     history_decay: float | int = 1.0
     popularity_weight: float | int | None = None
+    center_representations: bool = False
     initializer_range: float = 0.02
     prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
     max_length: int = 128

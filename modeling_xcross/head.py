@@ -4,7 +4,8 @@
 `"dual"`: the history and each candidate text are encoded separately and the score is their cosine similarity over a
 learned temperature, so an untrained model already ranks by the backbone's sentence similarity. A history is one
 prompt of its titles, or (`history_encoding="items"`) the recency-weighted mean of its titles' representations, the
-same representations candidates get. An optional learned popularity prior adds w * log(1 + count) per candidate.
+same representations candidates get. An optional learned popularity prior adds w * log(1 + count) per candidate, and
+an optional fixed centre is subtracted from every representation before the cosine.
 """
 
 from __future__ import annotations
@@ -53,17 +54,29 @@ class RecommendationHead(nn.Module):
 
 
 class SimilarityHead(nn.Module):
-    """score(S_u, i) = cos(h_u, h_i) / tau [+ w * log(1 + count_i)] with a learned temperature tau (stored as
-    log(1 / tau), as in CLIP) and, when `popularity_weight` is set, a learned popularity weight w starting there.
+    """score(S_u, i) = cos(h_u - c, h_i - c) / tau [+ w * log(1 + count_i)] with a learned temperature tau (stored as
+    log(1 / tau), as in CLIP), when `popularity_weight` is set a learned popularity weight w starting there, and with
+    `hidden_size` a fixed centre c (the buffer `center`, zero until `set_center`; no centre otherwise).
 
     Sampled negatives are uniform over the catalogue while the items people buy next are not, so how often an item
-    occurs in the train histories is a strong signal that a title's text does not carry (docs/results.md)."""
+    occurs in the train histories is a strong signal that a title's text does not carry (docs/results.md). The
+    centre removes the direction all representations share (large in decoders), which the cosine would otherwise
+    be dominated by."""
 
-    def __init__(self, temperature: float, popularity_weight: float | None = None):
+    def __init__(self, temperature: float, popularity_weight: float | None = None, hidden_size: int | None = None):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.popularity_weight = (None if popularity_weight is None
                                   else nn.Parameter(torch.tensor(float(popularity_weight))))
+        self.center = None if hidden_size is None else nn.Buffer(torch.zeros(hidden_size))
+
+    @torch.no_grad()
+    def set_center(self, center: torch.Tensor) -> None:
+        if self.center is None:
+            raise ValueError("This model was built without a centre (center_representations=False).")
+        if center.shape != self.center.shape:
+            raise ValueError(f"The centre must have shape {tuple(self.center.shape)}, got {tuple(center.shape)}.")
+        self.center.copy_(center)
 
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor,
                 candidate_popularity: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,6 +84,8 @@ class SimilarityHead(nn.Module):
         pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`;
         `candidate_popularity`: the candidates' counts, `candidates` without its last dimension."""
         scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        if self.center is not None:
+            queries, candidates = queries - self.center, candidates - self.center
         queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)
         if candidates.dim() == 3:
             logits = scale * torch.einsum("bd,bcd->bc", queries, candidates)
@@ -89,7 +104,8 @@ class SimilarityHead(nn.Module):
 def scoring_head(config, hidden_size: int) -> nn.Module:
     """The head a config's scoring form needs (X-Cross and the single-domain recommenders alike)."""
     if config.scoring == "dual":
-        return SimilarityHead(config.temperature, config.popularity_weight)
+        return SimilarityHead(config.temperature, config.popularity_weight,
+                              hidden_size if config.center_representations else None)
     return RecommendationHead(hidden_size)
 
 

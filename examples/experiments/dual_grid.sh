@@ -32,6 +32,7 @@ for seed in "${seeds[@]}"; do
   queue+=(E4_zero-shot_{Toys,Sports}_on_Tools_seed$seed E4_zero-shot_{Toys,Tools}_on_Sports_seed$seed
           E4_zero-shot_{Sports,Tools}_on_Toys_seed$seed)
 done
+for seed in "${seeds[@]}"; do queue+=(E4_{head,merged-sources}_{Tools,Sports,Toys}_seed$seed); done
 worker() {
   # Take the first unclaimed run that can start; a run that failed keeps its claim (these runners do not retry it).
   while :; do

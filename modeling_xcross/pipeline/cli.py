@@ -147,6 +147,10 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
                         help="token pooling; default: mean for dual scoring, else cls (encoders) / last (decoders)")
     _dual_scoring(parser)
+    parser.add_argument("--center-representations", action=argparse.BooleanOptionalAction, default=False,
+                        help="dual scoring: subtract the train titles' mean representation (untrained model) before "
+                             "the cosine, for backbones whose states share one direction (decoders); default: "
+                             "%(default)s")
     parser.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: every example's candidates are negatives of the others in its batch "
                              "(besides its own --train-negatives); default: %(default)s")
@@ -286,9 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _dual_settings(args: argparse.Namespace) -> dict:
     """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
     if args.scoring != "dual":
+        if args.center_representations:
+            raise ValueError("--center-representations is a dual-scoring option (center_representations centres "
+                             "the representations the cosine compares); drop it, or use --scoring dual.")
         return {}
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
-            "popularity_weight": args.popularity_weight}
+            "popularity_weight": args.popularity_weight, "center_representations": args.center_representations}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ title once and indexing into the result is several times cheaper than encoding e
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,8 @@ from tqdm.auto import tqdm
 from ..head import history_query
 
 ENCODE_BATCH_SIZE = 64
+# Titles the representation centre is the mean of: a sample bounds the cost on large domains.
+CENTER_TITLES = 2048
 
 
 @torch.no_grad()
@@ -47,6 +50,19 @@ def encode_histories(model, collator, histories: list[list[str]],
         return encode_texts(model, collator.encode_histories, histories, "encoding histories", batch_size)
     titles = list(dict.fromkeys(title for history in histories for title in history))
     return item_mean_histories(collator, histories, titles, encode_items(model, collator, titles, batch_size))
+
+
+def fit_center(model, collator, titles: list[str], seed: int = 0) -> torch.Tensor:
+    """Set a centred dual model's `head.center` to the mean representation of `titles` (a seeded sample of
+    `CENTER_TITLES` of them at most) under the model as it is, before any training; returns the centre."""
+    if not titles:
+        raise ValueError("The representation centre is the mean of the training titles, and there are none.")
+    titles = sorted(set(titles))
+    if len(titles) > CENTER_TITLES:
+        titles = random.Random(seed).sample(titles, CENTER_TITLES)
+    center = encode_items(model, collator, titles).mean(dim=0)
+    model.head.set_center(center)
+    return center
 
 
 def item_mean_histories(collator, histories: list[list[str]], titles: list[str], items: torch.Tensor) -> torch.Tensor:

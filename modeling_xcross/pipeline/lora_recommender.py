@@ -72,6 +72,7 @@ class RecommenderConfig(PreTrainedConfig):
     history_encoding: str = "text"
     history_decay: float | int = 1.0
     popularity_weight: float | int | None = None
+    center_representations: bool = False
     max_length: int = 128
     kind: str = LORA_RECOMMENDER_KIND
     merged_from: list[str] | None = None

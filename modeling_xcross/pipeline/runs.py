@@ -13,6 +13,7 @@ from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .catalogue import DEFAULT_RERANK_TOP, model_full_ranking
 from .data import DataError, load_domain, split_users
+from .dual_encoding import fit_center
 from .lora_recommender import LoraRecommender
 from .metrics import load_ranking_metric
 from .models import (build_head_recommender, build_xcross, collator_for, collator_settings, load_popularity,
@@ -69,6 +70,7 @@ class RunSettings:
     history_encoding: str = "text"
     history_decay: float = 1.0
     popularity_weight: float | None = None  # dual scoring's popularity prior; None: none
+    center_representations: bool = False  # dual scoring: subtract the train titles' mean representation
     full_ranking: bool = False  # also rank each test user's true item among every item of the domain
     rerank_top: int = DEFAULT_RERANK_TOP  # cross scoring, full ranking: items the first stage hands on
 
@@ -124,7 +126,8 @@ def scoring_settings(settings: RunSettings) -> dict:
     """The model config fields of how a run's model scores and reads its prompts (recorded for `recommend`)."""
     return {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature,
             "history_encoding": settings.history_encoding, "history_decay": settings.history_decay,
-            "popularity_weight": settings.popularity_weight, "max_length": settings.max_length}
+            "popularity_weight": settings.popularity_weight, "center_representations": settings.center_representations,
+            "max_length": settings.max_length}
 
 
 def build_model(settings: RunSettings):
@@ -156,6 +159,10 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     collator = collator_for(settings.backbone, settings.max_length, domain.titles.values(), settings.scoring,
                             settings.history_encoding, settings.history_decay)
     model = build_model(settings)
+    if settings.center_representations:
+        center = fit_center(model, collator, [domain.titles[item] for user in users["train"]
+                                              for item in domain.train[user]], settings.seed)
+        print(f"[model] representation centre: the mean of the train titles' (norm {center.norm():.3g})")
     popularity = title_counts(domain, users["train"]) if settings.popularity_weight is not None else None
     # Only now that the inputs are known to be usable does the output dir record this run.
     resume_from = prepare_output_dir(settings)
