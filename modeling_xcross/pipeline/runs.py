@@ -162,7 +162,7 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     if settings.center_representations:
         center = fit_center(model, collator, [domain.titles[item] for user in users["train"]
                                               for item in domain.train[user]], settings.seed)
-        print(f"[model] representation centre: the mean of the train titles' (norm {center.norm():.3g})")
+        print(f"[model] representation centre set from the train titles (norm {center.norm():.3g})")
     popularity = title_counts(domain, users["train"]) if settings.popularity_weight is not None else None
     # Only now that the inputs are known to be usable does the output dir record this run.
     resume_from = prepare_output_dir(settings)
