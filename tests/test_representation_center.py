@@ -16,7 +16,7 @@ from configuration_xcross import XCrossConfig
 from modeling_xcross.head import SimilarityHead
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain, split_users
-from modeling_xcross.pipeline.dual_encoding import encode_items
+from modeling_xcross.pipeline.dual_encoding import encode_items, fit_center
 from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.models import load_trained_model, model_collator
 from modeling_xcross.pipeline.runs import METRICS_NAME
@@ -103,3 +103,18 @@ def test_cross_scoring_refuses_a_centre(data_dir, decoder_backbone, tmp_path, ca
                  str(tmp_path / "cross"), "--backbone", str(decoder_backbone), *SMALL, "--scoring", "cross",
                  "--center-representations"]) == 1
     assert "center_representations" in capsys.readouterr().err
+
+
+def test_centre_is_fitted_without_dropout_and_keeps_the_training_mode(tmp_path):
+    """A backbone with dropout (MiniLM has 0.1) gives the centre of the representations the model scores with."""
+    backbone = make_tokenizer(make_base(tmp_path / "bert", "bert", hidden_dropout_prob=0.5))
+    model = LoraRecommender.create(str(backbone), scoring="dual", history_encoding="items", popularity_weight=1.0,
+                                   center_representations=True, max_length=32)
+    collator = model_collator(model, 32)
+    titles = ["red ball", "drill kit", "saw blade", "tent", "bike lamp", "rope"]
+    model.train()
+    center = fit_center(model, collator, titles)
+    assert model.training, "the caller's mode is restored"
+    model.eval()
+    torch.testing.assert_close(center, encode_items(model, collator, sorted(titles)).mean(dim=0))
+    torch.testing.assert_close(model.head.center, center)

@@ -60,7 +60,9 @@ def fit_center(model, collator, titles: list[str], seed: int = 0) -> torch.Tenso
     titles = sorted(set(titles))
     if len(titles) > CENTER_TITLES:
         titles = random.Random(seed).sample(titles, CENTER_TITLES)
-    center = encode_items(model, collator, titles).mean(dim=0)
+    training = model.training
+    center = encode_items(model.eval(), collator, titles).mean(dim=0)  # without dropout, as the model scores
+    model.train(training)
     model.head.set_center(center)
     return center
 
