@@ -60,9 +60,10 @@ def fit_center(model, collator, titles: list[str], seed: int = 0) -> torch.Tenso
     titles = sorted(set(titles))
     if len(titles) > CENTER_TITLES:
         titles = random.Random(seed).sample(titles, CENTER_TITLES)
-    training = model.training
+    modes = [(module, module.training) for module in model.modules()]  # a built model mixes train and eval modules
     center = encode_items(model.eval(), collator, titles).mean(dim=0)  # without dropout, as the model scores
-    model.train(training)
+    for module, training in modes:
+        module.training = training
     model.head.set_center(center)
     return center
 
