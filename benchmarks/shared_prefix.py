@@ -81,6 +81,9 @@ class FullPrompts:
     def eval(self) -> None:
         self.model.eval()
 
+    def parameters(self):
+        return self.model.parameters()  # where `runs.score` sends the inputs
+
     def __call__(self, **batch):
         return self.model(**batch)
 

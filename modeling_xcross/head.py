@@ -97,7 +97,7 @@ class SimilarityHead(nn.Module):
             raise ValueError("This model scores with a popularity prior (popularity_weight is set): pass "
                              "candidate_popularity, each candidate's count in the training histories (0 for an item "
                              "never seen), shaped like the candidates.")
-        prior = self.popularity_weight * torch.log1p(candidate_popularity.to(logits.dtype).clamp(min=0))
+        prior = self.popularity_weight * torch.log1p(candidate_popularity.to(logits.device, logits.dtype).clamp(min=0))
         return logits + (prior if candidates.dim() == 3 else prior.unsqueeze(0))
 
 
@@ -218,4 +218,4 @@ def history_query(encoded: torch.Tensor, history_weights: torch.Tensor | None) -
     mean of the unit-normalised item representations `encoded` holds."""
     if history_weights is None:
         return encoded
-    return history_weights.to(encoded.dtype) @ F.normalize(encoded, dim=-1)
+    return history_weights.to(encoded.device, encoded.dtype) @ F.normalize(encoded, dim=-1)

@@ -87,7 +87,7 @@ def representation_scores(model, histories: torch.Tensor, items: torch.Tensor,
 def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
     """`(examples, candidates)` scores of a dual-scoring model on candidate lists, each distinct title encoded once
     (history titles too, when histories are the mean of their items); examples carry `candidate_popularity` when the
-    model has a popularity prior."""
+    model has a popularity prior. On the CPU, where the metrics are computed, whatever device the model is on."""
     histories = [example["history"] for example in examples]
     by_items = collator.history_encoding == "items"
     titles = list(dict.fromkeys([title for example in examples for title in example["candidates"]]
@@ -99,4 +99,4 @@ def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_
     lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
     popularity = (torch.tensor([example["candidate_popularity"] for example in examples], dtype=torch.float32)
                   if "candidate_popularity" in examples[0] else None)
-    return representation_scores(model, queries, items[lists], popularity)
+    return representation_scores(model, queries, items[lists], popularity).cpu()

@@ -6,13 +6,13 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .dual_encoding import dual_scores
+from .dual_encoding import dual_scores, model_device
 
 
 @torch.no_grad()
 def candidate_scores(model, collator, examples: list[dict], batch_size: int) -> torch.Tensor:
-    """`(examples, candidates)` float scores of examples `{"history", "candidates", "label"}` (lists of one length).
-    Dual scoring encodes every distinct title once; X-Cross on a decoder runs each history prefix once
+    """`(examples, candidates)` float scores, on the CPU, of examples `{"history", "candidates", "label"}` (lists of
+    one length). Dual scoring encodes every distinct title once; X-Cross on a decoder runs each history prefix once
     (`score_shared_prefix`, same scores)."""
     model.eval()
     if collator.scoring == "dual":
@@ -23,5 +23,6 @@ def candidate_scores(model, collator, examples: list[dict], batch_size: int) -> 
         batch = examples[start:start + batch_size]
         inputs = collator.shared_prefix_batch(batch) if shared_prefix else collator(batch)
         inputs.pop("labels")
-        scores.append((model.score_shared_prefix(**inputs) if shared_prefix else model(**inputs)).logits.float())
+        inputs = {key: value.to(model_device(model)) for key, value in inputs.items()}
+        scores.append((model.score_shared_prefix(**inputs) if shared_prefix else model(**inputs)).logits.float().cpu())
     return torch.cat(scores)
