@@ -63,6 +63,19 @@ def test_each_refine_setting_gets_its_own_xcross_runs(tmp_path):
         _config(tmp_path, xcross_refine=[{"beta": 0.1}])
 
 
+def test_optional_scale_keys_reach_every_training_command_only(tmp_path):
+    config = _config(tmp_path)
+    config.scale.update(save_steps=128, train_positions="all")
+    for run in plan_runs(config):
+        if not run.args:
+            continue
+        training = run.args[0] in ("train", "train-adapter", "train-head")
+        assert ("--save-steps" in run.args) == training, run.run_id
+        if training:
+            assert run.args[run.args.index("--save-steps") + 1] == "128"
+            assert run.args[run.args.index("--train-positions") + 1] == "all"
+
+
 def test_selection_by_experiment_target_and_seed(tmp_path):
     config = _config(tmp_path, seeds=[1, 2], targets={"Tools": ["Toys", "Sports"], "Toys": ["Sports", "Tools"]})
     runs = plan_runs(config)

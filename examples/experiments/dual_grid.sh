@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The E1-E5 grid of examples/experiments/dual_grid.json (the CLI's default dual scoring, three targets, seeds 42-44)
-# on a 2-core machine: WORKERS runners with one thread each take the runs from one ordered queue, each run claimed
-# by one runner (a lock dir under runs/grid/claims); a run whose source adapters are not ready yet is left for a
-# later pass (a worker sleeps while every run left waits for one). Records go to docs/results/records_dual/, logs to
-# runs/grid/logs/; a rerun skips recorded runs and resumes stopped ones (remove runs/grid/claims first when the
-# previous runners were killed). Then:
+# The E1-E5 grid of an experiment config (default examples/experiments/dual_grid.json: the CLI's default dual scoring,
+# three targets, seeds 42-44) on a small machine: WORKERS runners (default 2) with THREADS threads each (default 1)
+# take the runs from one ordered queue, each run claimed by one runner (a lock dir under runs/grid/claims); a run
+# whose source adapters are not ready yet is left for a later pass (a worker sleeps WAIT seconds, default 30, while
+# every run left waits for one). Records go to the config's records_dir, logs to runs/grid/logs/; a rerun skips
+# recorded runs and resumes stopped ones (remove runs/grid/claims first when the previous runners were killed). Then:
 #   python examples/report.py --config examples/experiments/dual_grid.json
-#   bash examples/experiments/dual_grid.sh [SEED ...]        (default: 42 43 44)
+#   [CONFIG=examples/experiments/dual_grid_long.json WORKERS=4] bash examples/experiments/dual_grid.sh [SEED ...]
+#                                                                (default seeds: 42 43 44)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
-CONFIG=examples/experiments/dual_grid.json
-RECORDS=docs/results/records_dual
+CONFIG=${CONFIG:-examples/experiments/dual_grid.json}
+RECORDS=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["records_dir"])' "$CONFIG") || exit 1
 CLAIMS=runs/grid/claims
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1}
 seeds=("$@")
 [ ${#seeds[@]} -gt 0 ] || seeds=(42 43 44)
 # The queue's order is the priority, as far as a session's time reaches: every seed's E1 adapters, E2 X-Cross models
@@ -50,7 +51,7 @@ worker() {
       fi
     done
     [ $waiting -eq 1 ] || return 0
-    sleep 30
+    sleep "${WAIT:-30}"
   done
 }
 mkdir -p "$CLAIMS" runs/grid/logs

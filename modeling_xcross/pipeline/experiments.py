@@ -18,6 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import atomic_write
 from .data import DEFAULT_DATA_DIR
 from .metrics import METRIC_KEYS
@@ -26,7 +28,7 @@ from .runs import METRICS_NAME
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
 # Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise); X-Cross
 # runs also take `normalize_fusion_input` from the scale and `learning_rates.fusion`.
-OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature")
+OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature", "save_steps")
 # Why PEFT's X-LoRA baseline is not run, checked by hand on peft 0.21.2 with a tiny BERT and two adapters.
 XLORA_NOT_APPLICABLE = (
     "peft 0.21 XLoraModel cannot load adapters of a bare encoder or decoder: _load_adapter_into_lora_model "
@@ -236,8 +238,16 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
                   wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
                   metrics_file=run.metrics_file,
                   **({"full_ranking": metrics["full_ranking"]} if "full_ranking" in metrics else {}),
-                  machine={"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
+                  machine=machine_facts())
     return record
+
+
+def machine_facts() -> dict:
+    """What a record's run had to work with: CPU cores, threads per run and the GPU, when there is one."""
+    facts = {"cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    if torch.cuda.is_available():
+        facts["accelerator"] = torch.cuda.get_device_name(0)
+    return facts
 
 
 def verify(runs: list[Run], config: ExperimentConfig) -> int:
