@@ -321,7 +321,7 @@ class CatalogueRanker:
         candidates = first_stage.argsort(dim=1, descending=True, stable=True)[:, :min(depth, len(self.catalogue))]
         examples = [{"history": history, "candidates": [self.catalogue.titles[index] for index in row], "label": 0}
                     for history, row in zip(histories, candidates.tolist())]
-        scores = candidate_scores(self.model, self.collator, examples, self.batch_size).cpu()
+        scores = candidate_scores(self.model, self.collator, examples, self.batch_size)
         return candidates, scores.masked_fill(first_stage.gather(1, candidates) == -torch.inf, -torch.inf)
 
     def top(self, histories: list[list[str]], excluded: Sequence[Sequence[int]],

@@ -18,11 +18,12 @@ def candidate_scores(model, collator, examples: list[dict], batch_size: int) -> 
     if collator.scoring == "dual":
         return dual_scores(model, collator, examples).float()
     shared_prefix = getattr(model, "supports_shared_prefix", False) and not collator.text_pair
+    device = model_device(model)
     scores = []
     for start in tqdm(range(0, len(examples), batch_size), desc="scoring", unit="batch"):
         batch = examples[start:start + batch_size]
         inputs = collator.shared_prefix_batch(batch) if shared_prefix else collator(batch)
         inputs.pop("labels")
-        inputs = {key: value.to(model_device(model)) for key, value in inputs.items()}
+        inputs = {key: value.to(device) for key, value in inputs.items()}
         scores.append((model.score_shared_prefix(**inputs) if shared_prefix else model(**inputs)).logits.float().cpu())
     return torch.cat(scores)
