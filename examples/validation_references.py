@@ -34,9 +34,8 @@ import torch.nn.functional as F
 
 from modeling_xcross.head import history_query
 from modeling_xcross.packaged_models import DEFAULT_BACKBONE
-from modeling_xcross.pipeline.baselines import popularity_scores, untrained_collator
+from modeling_xcross.pipeline.baselines import popularity_scores, untrained_model
 from modeling_xcross.pipeline.candidates import build_eval_lists
-from modeling_xcross.pipeline.catalogue import similarity_model
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DomainData, load_domain, split_users
 from modeling_xcross.pipeline.dual_encoding import encode_items
 from modeling_xcross.pipeline.metrics import load_ranking_metric
@@ -119,8 +118,7 @@ def main() -> None:
                "train_users": len(users["train"]),
                "popularity": evaluate(torch.from_numpy(popularity_scores(domain, users["train"], lists))),
                "untrained_dual": []}
-    model = similarity_model(args.backbone)
-    collator = untrained_collator(model, domain, args.max_length)
+    model, collator = untrained_model(args.backbone, domain, args.max_length)
     histories = [[domain.titles[item] for item in domain.train[entry["user"]][:-1]] for entry in lists]
     candidates = [[domain.titles[item] for item in entry["candidates"]] for entry in lists]
     titles = list(dict.fromkeys(itertools.chain(*candidates, *histories)))

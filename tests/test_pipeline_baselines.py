@@ -150,7 +150,7 @@ def test_baselines_score_the_trained_models_lists(adapters, data_dir, tiny_backb
 def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir, tiny_backbone, tmp_path, scoring):
     """A fresh dual LoRA recommender (PEFT's B = 0) scores exactly what the untrained baselines score (similarity:
     plain item mean; similarity-popularity: with the prior): training starts from the baseline."""
-    from modeling_xcross.pipeline.baselines import untrained_scores
+    from modeling_xcross.pipeline.baselines import untrained_model
     from modeling_xcross.pipeline.candidates import build_eval_lists
     from modeling_xcross.pipeline.data import load_domain
     from modeling_xcross.pipeline.dual_encoding import dual_scores
@@ -167,7 +167,7 @@ def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir,
     collator = collator_for(str(tiny_backbone), 48, domain.titles.values(), "dual", fresh.config.history_encoding,
                             fresh.config.history_decay)
     expected = dual_scores(fresh, collator, examples)
-    torch.testing.assert_close(torch.from_numpy(untrained_scores(str(tiny_backbone), samples, 48, **scoring)),
+    torch.testing.assert_close(dual_scores(*untrained_model(str(tiny_backbone), domain, 48, **scoring), examples),
                                expected, atol=1e-4, rtol=1e-4)
     if counts is not None:  # the prior moved the scores: popularity_weight * log(1 + count) on top of the cosine
         plain = LoraRecommender.create(str(tiny_backbone), scoring="dual", history_encoding="items",

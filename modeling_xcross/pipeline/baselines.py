@@ -45,17 +45,12 @@ def popularity_scores(domain: DomainData, train_users: list[str], lists: list[di
     return np.array([[counts[item] for item in entry["candidates"]] for entry in lists], dtype=np.float32)
 
 
-def untrained_collator(model, domain: DomainData, max_length: int):
-    return collator_for(model.backbone_name, max_length, domain.titles.values(), **collator_settings(model))
-
-
-def untrained_scores(backbone: str, samples: EvalSamples, max_length: int, **scoring) -> np.ndarray:
-    """`(lists, candidates)`: the scores of the untrained backbone in dual scoring (`similarity_model` with
-    `scoring`: history_decay, temperature, popularity_weight); samples carry candidate counts when popularity_weight is
-    set."""
-    model = similarity_model(backbone, **scoring)
-    examples = [samples[index] for index in range(len(samples))]
-    return dual_scores(model, untrained_collator(model, samples.domain, max_length), examples).numpy()
+def untrained_model(backbone: str, domain: DomainData, max_length: int, **scoring):
+    """`(model, collator)`: the untrained backbone in dual scoring (`similarity_model` with `scoring`: history_decay,
+    temperature, popularity_weight) and a collator for `domain`'s titles; the similarity baselines score with
+    these, and a fresh dual recommender with the same settings scores the same (tests hold it to that)."""
+    model = similarity_model(canonical_model_name(backbone), **scoring)
+    return model, collator_for(model.backbone_name, max_length, domain.titles.values(), **collator_settings(model))
 
 
 def random_scores(seed: int, lists: list[dict]) -> np.ndarray:
@@ -94,8 +89,7 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
                                          torch.tensor([counts[item] for item in domain.titles]))
     elif method in ("similarity", "similarity-popularity"):
         counts = title_counts(domain, users["train"]) if prior else None
-        model = similarity_model(canonical_model_name(backbone), **prior_settings)
-        collator = untrained_collator(model, domain, max_length)
+        model, collator = untrained_model(backbone, domain, max_length, **prior_settings)
         examples = [EvalSamples(domain, lists, counts)[index] for index in range(len(lists["lists"]))]
         scores = dual_scores(model, collator, examples).numpy()
         if full_ranking:

@@ -96,7 +96,8 @@ def dual_scores(model, collator, examples: list[dict], batch_size: int = ENCODE_
     items = encode_items(model, collator, titles, batch_size)
     queries = (item_mean_histories(collator, histories, titles, items) if by_items
                else encode_histories(model, collator, histories, batch_size))
-    lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples])
+    lists = torch.tensor([[position[title] for title in example["candidates"]] for example in examples],
+                         device=items.device)
     popularity = (torch.tensor([example["candidate_popularity"] for example in examples], dtype=torch.float32)
                   if "candidate_popularity" in examples[0] else None)
     return representation_scores(model, queries, items[lists], popularity).cpu()
