@@ -12,7 +12,7 @@ per counted user, so h = 0.25 halves the weight every quarter of the file; "none
 w * (p_u / p_train) ** a, p_u the mean log(1 + count) of the history's titles, p_train its mean over the train users
 (their own items left out), so a user whose history is less popular than the train users' leans less on the prior.
 `--center` subtracts the titles' common direction first (for decoder backbones, whose mean-pooled title states all
-point nearly the same way).
+point nearly the same way); `--pooling last` tries a decoder's last-token state instead of the mean.
 
 Prints one line per setting (validation MRR and the mean cross-entropy over the 30 candidates, the training loss an
 untrained model starts from) and writes them as JSON. Every title is encoded once; the settings only change how the
@@ -90,6 +90,9 @@ def main() -> None:
                         help="subtract the mean representation of the listed candidates' titles (a uniform sample of "
                              "the catalogue) before the cosine: removes the direction every title shares, which "
                              "dominates a decoder's mean-pooled states")
+    parser.add_argument("--pooling", choices=("mean", "last", "cls"), default=None,
+                        help="how a title's token states become one representation (the models' `--pooling`); "
+                             "default: the dual-scoring default, mean")
     parser.add_argument("--validation", choices=("random", "latest"), default="random",
                         help="validation users: a seeded sample of the train users (the pipeline's split), or the "
                              "last --val-users in the file's order (the shared domains list their users in time "
@@ -118,7 +121,7 @@ def main() -> None:
                "train_users": len(users["train"]),
                "popularity": evaluate(torch.from_numpy(popularity_scores(domain, users["train"], lists))),
                "untrained_dual": []}
-    model, collator = untrained_model(args.backbone, domain, args.max_length)
+    model, collator = untrained_model(args.backbone, domain, args.max_length, pooling=args.pooling)
     histories = [[domain.titles[item] for item in domain.train[entry["user"]][:-1]] for entry in lists]
     candidates = [[domain.titles[item] for item in entry["candidates"]] for entry in lists]
     titles = list(dict.fromkeys(itertools.chain(*candidates, *histories)))

@@ -1,10 +1,12 @@
 """The prior variants examples/validation_references.py tries on validation users: counts that favour later users,
-and the history popularity a per-user prior weight follows."""
+and the history popularity a per-user prior weight follows; the pooling the script scores with."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,21 @@ def test_history_popularity_leaves_the_users_own_share_out(script, domain):
     counts = title_counts(domain, list(domain.train))
     expected = sum(math.log1p(counts[domain.titles[item]]) for item in history) / len(history)
     assert script.history_popularity(domain, history, counts) == pytest.approx(expected)
+
+
+def test_pooling_reaches_the_untrained_model(script, tiny_backbone, tmp_path, monkeypatch):
+    """`--pooling` changes how titles are represented, so the same lists score differently; the record says which."""
+    data = make_domain(tmp_path / "data", "Tools", train_users=40)
+    results = {}
+    for pooling in ("mean", "last"):
+        output = tmp_path / f"{pooling}.json"
+        monkeypatch.setattr(sys, "argv", [
+            "validation_references.py", "--domain", "Tools", "--data-dir", str(data), "--backbone", str(tiny_backbone),
+            "--val-users", "8", "--max-train-users", "20", "--max-length", "48", "--decays", "1", "--temperatures",
+            "0.2", "--popularity-weights", "0", "--pooling", pooling, "--output", str(output)])
+        script.main()
+        results[pooling] = json.loads(output.read_text())
+    assert [results[pooling]["settings"]["pooling"] for pooling in ("mean", "last")] == ["mean", "last"]
+    assert results["mean"]["validation_users"] == 8
+    mean, last = (results[pooling]["untrained_dual"][0] for pooling in ("mean", "last"))
+    assert mean["loss"] != pytest.approx(last["loss"], abs=1e-6)
