@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
@@ -121,3 +123,21 @@ def test_bad_input_shapes_are_named(bert):
     model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"good": good})
     with pytest.raises(ValueError, match=r"input_ids must be \(batch, num_candidates, seq_len\)"):
         model(torch.zeros(5, dtype=torch.long))
+
+
+def test_sources_on_the_same_local_backbone_by_another_path_are_accepted(tmp_path, monkeypatch):
+    """A source adapter records its backbone as it was given (here absolute); a run that names the same directory
+    relatively, or through a link, uses the same backbone; another directory is still refused, naming both."""
+    from modeling_xcross.pipeline.models import ModelDirError, check_sources
+
+    backbone, other = tmp_path / "backbone", tmp_path / "other"
+    backbone.mkdir(), other.mkdir()
+    (tmp_path / "link").symlink_to(backbone)
+    source = tmp_path / "lora-toys"
+    source.mkdir()
+    (source / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(backbone)}))
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("backbone", "./backbone", str(tmp_path / "link")):
+        assert check_sources(spelling, [source]) == spelling
+    with pytest.raises(ModelDirError, match=f"was trained on backbone '{backbone}', but this run uses 'other'"):
+        check_sources("other", [source])

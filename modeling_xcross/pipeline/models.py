@@ -40,12 +40,20 @@ def source_backbone(directory: Path, option: str = "--sources") -> str:
     return canonical_model_name(read_json(config_file).get("base_model_name_or_path") or "")
 
 
+def same_backbone(name: str, other: str) -> bool:
+    """Whether two backbone names are one model: equal, or two spellings (relative, absolute, through a link) of one
+    local directory."""
+    if name == other:
+        return True
+    return Path(name).is_dir() and Path(other).is_dir() and Path(name).resolve() == Path(other).resolve()
+
+
 def check_sources(backbone: str, sources: list[Path], option: str = "--sources") -> str:
     """The canonical backbone name, after refusing source adapters trained on another backbone."""
     backbone = canonical_model_name(backbone)
     for directory in sources:
         trained_on = source_backbone(directory, option)
-        if trained_on != backbone:
+        if not same_backbone(trained_on, backbone):
             raise ModelDirError(f"{option} {directory} was trained on backbone {trained_on!r}, but this run uses "
                                 f"{backbone!r}; pass --backbone {trained_on} or adapters trained on {backbone}.")
     return backbone
