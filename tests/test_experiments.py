@@ -96,6 +96,12 @@ def test_config_missing_a_scale_field_is_refused(tmp_path):
         _config(tmp_path, scale={"backbone": "x"})
 
 
+def test_config_with_a_misspelt_scale_key_is_refused(tmp_path):
+    scale = dict(_config(tmp_path).scale, save_step=128)
+    with pytest.raises(ConfigError, match=r"unknown scale keys \['save_step'\].*'save_steps'"):
+        _config(tmp_path, scale=scale)
+
+
 def test_dry_run_runs_nothing_and_recorded_runs_are_skipped(tmp_path, capsys):
     config = _config(tmp_path)
     runs = select_runs(plan_runs(config), config, ["E1"])
@@ -247,3 +253,13 @@ def test_bars_and_training_gains_are_read_from_the_records():
     assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 | 0.2500 | 0.2550 | +0.0050 | 1 of 2 |" in gains
     assert "LoRA" not in gains, "runs without a recorded start get no row"
     assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples" / "experiments").glob("*.json")),
+                         ids=lambda path: path.stem)
+def test_committed_configs_load_and_plan_their_grid(path):
+    """Every config a script or the README names loads (no missing or unknown field) and plans E1-E5 for each seed."""
+    config = ExperimentConfig.load(path)
+    runs = plan_runs(config)
+    assert {run.experiment for run in runs} == {"E1", "E2", "E3", "E4", "E5"}
+    assert {run.seed for run in runs} == set(config.seeds)

@@ -69,6 +69,7 @@ class ExperimentConfig:
 
     REQUIRED_SCALE = ("backbone", "max_length", "train_users", "val_users", "test_users", "epochs", "batch_size",
                       "eval_batch_size", "train_negatives", "patience")
+    OPTIONAL_SCALE = (*OPTIONAL_TRAINING_SCALE, "normalize_fusion_input", "full_ranking")
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentConfig":
@@ -81,6 +82,10 @@ class ExperimentConfig:
         missing += [f"learning_rates.{key}" for key in ("lora", "xcross", "head") if key not in config.learning_rates]
         if missing:
             raise ConfigError(f"{path}: missing {missing}; see examples/experiments/tools.json.")
+        unknown = sorted(set(config.scale) - set(cls.REQUIRED_SCALE) - set(cls.OPTIONAL_SCALE))
+        if unknown:  # a misspelt optional key would otherwise be dropped without a word
+            raise ConfigError(f"{path}: unknown scale keys {unknown}; the scale takes {list(cls.REQUIRED_SCALE)} "
+                              f"and optionally {list(cls.OPTIONAL_SCALE)}.")
         if not config.xcross_refine or any(set(refine) != {"beta", "gamma"} for refine in config.xcross_refine):
             raise ConfigError(f"{path}: xcross_refine must be a non-empty list of {{\"beta\": b, \"gamma\": g}}, got "
                               f"{config.xcross_refine}.")
