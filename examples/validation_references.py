@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from configuration_xcross import POOLING_MODES
 from modeling_xcross.head import history_query
 from modeling_xcross.packaged_models import DEFAULT_BACKBONE
 from modeling_xcross.pipeline.baselines import popularity_scores, untrained_model
@@ -90,7 +91,7 @@ def main() -> None:
                         help="subtract the mean representation of the listed candidates' titles (a uniform sample of "
                              "the catalogue) before the cosine: removes the direction every title shares, which "
                              "dominates a decoder's mean-pooled states")
-    parser.add_argument("--pooling", choices=("mean", "last", "cls"), default=None,
+    parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
                         help="how a title's token states become one representation (the models' `--pooling`); "
                              "default: the dual-scoring default, mean")
     parser.add_argument("--validation", choices=("random", "latest"), default="random",

@@ -25,10 +25,10 @@ def encode_texts(model, tokenize: Callable[[list], dict[str, torch.Tensor]], tex
     """`(len(texts), d)` representations: `tokenize` (a collator's `encode_items` / `encode_histories`) batches of
     texts, `model.encode` pools them. Texts are sorted by length first so each batch pads little."""
     order = sorted(range(len(texts)), key=lambda index: len(str(texts[index])))
-    parts = []
+    parts, device = [], model_device(model)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
         batch = tokenize([texts[index] for index in order[start:start + batch_size]])
-        parts.append(model.encode(**{key: value.to(model_device(model)) for key, value in batch.items()}).float())
+        parts.append(model.encode(**{key: value.to(device) for key, value in batch.items()}).float())
     encoded = torch.cat(parts) if parts else torch.empty(0)
     return encoded[torch.argsort(torch.tensor(order))] if parts else encoded
 
