@@ -29,7 +29,7 @@ from .hub import push_xcross
 from .layer import XCrossLayer
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
                         targeted_linears)
-from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path
+from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path, same_backbone
 from .recommending import CatalogueRecommendationMixin
 from .remote_code import AUTO_MAP, remote_code_files
 from .shared_prefix import shared_prefix_logits
@@ -269,7 +269,7 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
                   for name, source in adapters.items()]
         for adapter in loaded:
             trained_on = adapter.base_model_name_or_path
-            if trained_on and canonical_model_name(trained_on) != base_name:
+            if trained_on and not same_backbone(canonical_model_name(trained_on), base_name):
                 logger.warning("Adapter %r says it was trained on %r, the base here is %r; its weight shapes are "
                                "checked against this base.", adapter.spec.name, trained_on, base_name)
         config = XCrossConfig(

@@ -43,3 +43,11 @@ def canonical_model_name(name_or_path: str) -> str:
         if local is not None and local.resolve() == resolved:
             return hub_id
     return name_or_path
+
+
+def same_backbone(name: str, other: str) -> bool:
+    """Whether two backbone names are one model: equal, or two spellings (relative, absolute, through a link) of one
+    local directory."""
+    if name == other:
+        return True
+    return Path(name).is_dir() and Path(other).is_dir() and Path(name).resolve() == Path(other).resolve()

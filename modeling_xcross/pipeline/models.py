@@ -16,7 +16,7 @@ from ..adapters import ADAPTER_CONFIG_NAME
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
 from ..families import family_for
 from ..modeling_xcross import TOKENIZER_CONFIG_NAME, XCrossForSequentialRecommendation
-from ..packaged_models import canonical_model_name, resolve_model_path
+from ..packaged_models import canonical_model_name, resolve_model_path, same_backbone
 from .collator import RecommendationCollator
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
@@ -38,14 +38,6 @@ def source_backbone(directory: Path, option: str = "--sources") -> str:
         raise ModelDirError(f"{option} {directory}: {config_file.name} is missing, so it is not a LoRA adapter "
                             "directory. Pass output directories of `xcross train-adapter`.")
     return canonical_model_name(read_json(config_file).get("base_model_name_or_path") or "")
-
-
-def same_backbone(name: str, other: str) -> bool:
-    """Whether two backbone names are one model: equal, or two spellings (relative, absolute, through a link) of one
-    local directory."""
-    if name == other:
-        return True
-    return Path(name).is_dir() and Path(other).is_dir() and Path(name).resolve() == Path(other).resolve()
 
 
 def check_sources(backbone: str, sources: list[Path], option: str = "--sources") -> str:
