@@ -28,7 +28,8 @@ import torch
 
 from benchmarks.backbones import prepare_backbone
 from modeling_xcross import XCrossForSequentialRecommendation
-from modeling_xcross.pipeline.catalogue import CatalogueRanker, model_full_ranking
+from modeling_xcross.inference.catalogue import CatalogueRanker
+from modeling_xcross.pipeline.domain_ranking import model_full_ranking
 from modeling_xcross.pipeline.data import DomainData
 
 WORDS = ("cordless drill driver kit heavy duty steel hammer wrench socket set saw blade pro compact lithium "

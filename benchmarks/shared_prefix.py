@@ -32,7 +32,8 @@ from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.families import LLAMA_FAMILY
 from modeling_xcross.pipeline.candidates import eval_lists_for
 from modeling_xcross.pipeline.data import load_domain, split_users
-from modeling_xcross.pipeline.models import collator_for, load_trained_model
+from modeling_xcross.auto_loading import load_trained_model
+from modeling_xcross.pipeline.models import collator_for
 from modeling_xcross.pipeline.runs import score
 from modeling_xcross.pipeline.samples import EvalSamples
 

@@ -12,7 +12,7 @@ from transformers.configuration_utils import SubConfigSpec
 POOLING_MODES = ("cls", "last", "mean")
 SCORING_MODES = ("dual", "cross")
 HISTORY_ENCODINGS = ("text", "items")
-# How a history and a candidate become text (modeling_xcross/pipeline/prompts.py reads the same keys): encoders get
+# How a history and a candidate become text (modeling_xcross/inference/prompts.py reads the same keys): encoders get
 # the pair (history joined by `separator`, candidate); decoders `f"{decoder_prefix} {history}{decoder_suffix}{candidate}"`.
 DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
 
@@ -132,7 +132,7 @@ class XCrossConfig(PreTrainedConfig):
             candidate read by the pooler and score head. `"dual"` encodes the history prompt and every candidate
             title separately and scores their cosine similarity divided by a learned temperature: the backbone's
             sentence similarity is the score at initialisation, and item representations can be computed once per
-            catalogue. The `xcross` commands default to `"dual"`, chosen on validation users (docs/results.md).
+            catalogue. The `xcross` commands default to `"dual"`, chosen on validation users (research/results.md).
         pooling (`str`, *optional*): `"cls"` (first token), `"last"` (last non-padding token) or `"mean"` (mean over
             non-padding tokens); when unset, `"mean"` for dual scoring, else the backbone family's default (`cls`
             for encoders, `last` for decoders).

@@ -1,4 +1,5 @@
-"""X-Cross for Hugging Face transformers. Importing this package registers `xcross` with AutoConfig/AutoModel."""
+"""X-Cross for Hugging Face transformers. Importing this package registers `xcross` with AutoConfig/AutoModel and
+gives `model.recommend` its implementation from the inference layer (the package face may import every layer)."""
 
 from transformers import AutoConfig, AutoModel
 
@@ -17,6 +18,7 @@ from .modeling_xcross import (
     load_base_model,
 )
 from .packaged_models import DEFAULT_BACKBONE, resolve_model_path
+from . import inference  # noqa: F401  (registers the ranking behind `recommend`)
 
 AutoConfig.register(XCrossConfig.model_type, XCrossConfig, exist_ok=True)
 AutoModel.register(XCrossConfig, XCrossForSequentialRecommendation, exist_ok=True)

@@ -59,7 +59,7 @@ class SimilarityHead(nn.Module):
     `hidden_size` a fixed centre c (the buffer `center`, zero until `set_center`; no centre otherwise).
 
     Sampled negatives are uniform over the catalogue while the items people buy next are not, so how often an item
-    occurs in the train histories is a strong signal that a title's text does not carry (docs/results.md). The
+    occurs in the train histories is a strong signal that a title's text does not carry (research/results.md). The
     centre removes the direction all representations share (large in decoders), which the cosine would otherwise
     be dominated by."""
 

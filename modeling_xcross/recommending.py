@@ -1,11 +1,21 @@
 """`model.recommend(...)`: the top items of a whole catalogue for each history, on X-Cross and the single-domain
-recommenders alike. `modeling_xcross.pipeline.catalogue` does the work (the model's own tokenizer and prompt, item
-representations cached next to the model, two-stage ranking for cross scoring); this mixin gives it a method."""
+recommenders alike. The inference layer does the work (`modeling_xcross.inference.catalogue`: the model's own
+tokenizer and prompt, item representations cached next to the model, two-stage ranking for cross scoring) and
+registers it here when imported, so that the model layer never imports upward; this mixin gives it a method."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+# The ranking function `recommend` calls: set by `register_ranker` when `modeling_xcross.inference` is imported.
+_ranker: Callable | None = None
+
+
+def register_ranker(ranker: Callable) -> None:
+    """Make `ranker(model, histories, catalogue, top_k, exclude_history, **options)` the work of `model.recommend`."""
+    global _ranker
+    _ranker = ranker
 
 
 class CatalogueRecommendationMixin:
@@ -21,7 +31,7 @@ class CatalogueRecommendationMixin:
             histories: One list per user of item titles or item ids of `catalogue`, oldest first. Titles not in the
                 catalogue are read as text (a warning names them); a history with no catalogue item is refused.
             catalogue: The items to rank: `{item_id: title}`, a list of titles (ids are their positions), a
-                `modeling_xcross.pipeline.catalogue.Catalogue` or a `DomainData`.
+                `modeling_xcross.inference.catalogue.Catalogue` or a `DomainData`.
             top_k: Items returned per history (at most the catalogue's items outside the history).
             exclude_history: Leave out the items of the history.
             rerank_top: Cross scoring: how many items the first stage retrieves for the model to re-rank (at least
@@ -37,12 +47,9 @@ class CatalogueRecommendationMixin:
         Returns:
             Per history, a list of `RecommendedItem(item_id, title, score, rank)`.
         """
-        # The pipeline is not part of the flat remote-code file a Hub repo carries (remote_code.py); imported in a
-        # try block, which transformers' check of a remote file's imports skips.
-        try:
-            from modeling_xcross.pipeline.catalogue import recommend
-        except ImportError as error:
-            raise ImportError("recommend() needs the xcross package installed (pip install xcross), which holds the "
-                              "tokenizing and catalogue code; the remote-code files alone only score inputs.") from error
-        return recommend(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
-                         first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)
+        if _ranker is None:
+            raise ImportError("recommend() needs the inference code of the xcross package (pip install xcross, then "
+                              "import modeling_xcross), which holds the tokenizing and catalogue code; the remote-code "
+                              "files alone only score inputs.")
+        return _ranker(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
+                       first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)

@@ -19,13 +19,14 @@ from configuration_xcross import XCrossConfig
 from modeling_xcross.head import SimilarityHead, recency_weights
 from modeling_xcross.pipeline.candidates import build_eval_lists
 from modeling_xcross.pipeline.cli import main
-from modeling_xcross.pipeline.collator import RecommendationCollator
+from modeling_xcross.inference.collator import RecommendationCollator
 from modeling_xcross.pipeline.data import load_domain, split_users
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
-from modeling_xcross.pipeline.models import build_xcross, model_collator
+from modeling_xcross.lora_recommender import LoraRecommender
+from modeling_xcross.inference.model_inputs import model_collator
+from modeling_xcross.pipeline.models import build_xcross
 from modeling_xcross.pipeline.runs import METRICS_NAME, score
 from modeling_xcross.pipeline.samples import EvalSamples, TrainSamples, title_counts
-from modeling_xcross.pipeline.scoring import candidate_scores
+from modeling_xcross.inference.scoring import candidate_scores
 
 
 def test_recency_weights_halve_per_step_back_and_sum_to_one():
@@ -145,7 +146,7 @@ def test_default_settings_learn_and_do_not_collapse(larger_tools, family_sources
     """With default scoring and learning settings (only the scale is set), `xcross train-adapter` ends above the
     validation MRR of the untrained model it starts from, and `xcross train` does not fall below its start (the
     β = γ = 1 collapse to chance), on an encoder and on a decoder. X-Cross's fusion heads train at 1e-5, the rate
-    validation users chose on real data (docs/results.md), where they move its validation MRR little either way.
+    validation users chose on real data (research/results.md), where they move its validation MRR little either way.
     The start each run records for itself (the checkpoint to beat) is the untrained model's, measured here apart."""
     backbone, sources = family_sources
     common = ["--data-dir", str(larger_tools), "--backbone", str(backbone), *SCALE]

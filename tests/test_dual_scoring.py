@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 from conftest import TARGETS, random_inputs, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.head import pool_hidden_states
-from modeling_xcross.pipeline.collator import RecommendationCollator
+from modeling_xcross.inference.collator import RecommendationCollator
 
 
 def _dual(tiny, adapter_dirs, **overrides):

@@ -1,4 +1,4 @@
-"""The experiment runner (examples/experiments.py) and report builder (examples/report.py): the runs a config
+"""The experiment runner (research/run_experiments.py) and report builder (research/report.py): the runs a config
 expands to, resumption from records, real tiny runs through the pipeline, and the report from records."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from modeling_xcross.pipeline.cli import main as xcross
-from modeling_xcross.pipeline.experiments import ConfigError, ExperimentConfig, execute, plan_runs, record_path, \
+from research.experiments import ConfigError, ExperimentConfig, execute, plan_runs, record_path, \
     select_runs, verify
-from modeling_xcross.pipeline.fusion_stats import fusion_contributions
+from research.fusion_stats import fusion_contributions
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 
 
@@ -178,7 +178,7 @@ def test_fusion_contributions_of_a_trained_xcross(finished, data_dir):
 
 def test_report_builds_tables_and_plots_from_records(finished, tmp_path):
     pytest.importorskip("matplotlib", reason="the report's plots need matplotlib (pip install -e '.[experiments]')")
-    from modeling_xcross.pipeline.results_report import HONEST_READING, build_report, load_records
+    from research.results_report import HONEST_READING, build_report, load_records
 
     records = load_records(finished.records_dir)
     for fraction, mrr in ((0.5, 0.2), (1.0, 0.3)):  # a synthetic second seed, and a 50% point
@@ -198,7 +198,7 @@ def test_report_builds_tables_and_plots_from_records(finished, tmp_path):
 
 
 def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path):
-    from modeling_xcross.pipeline.results_report import full_ranking_table
+    from research.results_report import full_ranking_table
 
     config = _config(tmp_path, scale={**_config(tmp_path).scale, "full_ranking": True})
     runs = plan_runs(config)
@@ -232,7 +232,7 @@ def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path
 
 
 def test_bars_and_training_gains_are_read_from_the_records():
-    from modeling_xcross.pipeline.results_report import bars_table, training_gain_table
+    from research.results_report import bars_table, training_gain_table
 
     def record(model, mrr, seed, fraction=1.0, **extra):
         return {"model": model, "target": "Tools", "sources": ["Toys", "Sports"], "fraction": fraction, "seed": seed,
@@ -255,7 +255,7 @@ def test_bars_and_training_gains_are_read_from_the_records():
     assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "examples" / "experiments").glob("*.json")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "research" / "configs").glob("*.json")),
                          ids=lambda path: path.stem)
 def test_committed_configs_load_and_plan_their_grid(path):
     """Every config a script or the README names loads (no missing or unknown field) and plans E1-E5 for each seed."""

@@ -11,10 +11,10 @@ import torch
 
 from conftest import SMALL, make_base, make_tokenizer
 from modeling_xcross.pipeline.cli import main
-from modeling_xcross.pipeline.head_recommender import HeadRecommender, merge_sources
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.head_recommender import HeadRecommender, merge_sources
+from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
-from modeling_xcross.pipeline.models import load_trained_model
+from modeling_xcross.auto_loading import load_trained_model
 
 
 def _delta(model, adapter: str) -> dict[str, torch.Tensor]:
@@ -153,7 +153,7 @@ def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir,
     from modeling_xcross.pipeline.baselines import untrained_model
     from modeling_xcross.pipeline.candidates import build_eval_lists
     from modeling_xcross.pipeline.data import load_domain
-    from modeling_xcross.pipeline.dual_encoding import dual_scores
+    from modeling_xcross.inference.encoding import dual_scores
     from modeling_xcross.pipeline.models import collator_for
     from modeling_xcross.pipeline.samples import EvalSamples
 

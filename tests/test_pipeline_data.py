@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from conftest import make_domain
 from modeling_xcross.pipeline.candidates import build_eval_lists, eval_lists_for
-from modeling_xcross.pipeline.collator import RecommendationCollator
+from modeling_xcross.inference.collator import RecommendationCollator
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DataError, load_domain, split_users
 from modeling_xcross.pipeline.samples import EvalSamples, TrainSamples
 

@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from conftest import SMALL, make_base, make_tokenizer
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 from modeling_xcross.pipeline.runs import OutputDirError, RunSettings, prepare_output_dir, train
 

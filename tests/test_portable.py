@@ -169,7 +169,7 @@ def test_prompt_defaults_match_the_pipeline_prompt_format():
     from dataclasses import asdict
 
     from configuration_xcross import DEFAULT_PROMPT
-    from modeling_xcross.pipeline.prompts import PROMPT
+    from modeling_xcross.inference.prompts import PROMPT
 
     assert asdict(PROMPT) == DEFAULT_PROMPT
 

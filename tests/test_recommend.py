@@ -12,14 +12,14 @@ import torch
 
 from conftest import SMALL, make_adapter, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
-from modeling_xcross.pipeline import catalogue as catalogue_module
-from modeling_xcross.pipeline.catalogue import (Catalogue, CatalogueError, CatalogueRanker, fixed_full_ranking,
-                                                 model_full_ranking)
+from modeling_xcross.inference import catalogue as catalogue_module
+from modeling_xcross.inference.catalogue import Catalogue, CatalogueError, CatalogueRanker
+from modeling_xcross.pipeline.domain_ranking import fixed_full_ranking, model_full_ranking
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import DataError, DomainData, load_domain, split_users
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
-from modeling_xcross.pipeline.models import model_collator
-from modeling_xcross.pipeline.scoring import candidate_scores
+from modeling_xcross.lora_recommender import LoraRecommender
+from modeling_xcross.inference.model_inputs import model_collator
+from modeling_xcross.inference.scoring import candidate_scores
 
 # "drill 7" twice: two items whose scores tie.
 TITLES = ["red ball", "drill 7", "saw blade", "tent", "bike lamp", "drill 7", "rope kit", "hammer", "toy car",

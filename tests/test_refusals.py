@@ -128,7 +128,8 @@ def test_bad_input_shapes_are_named(bert):
 def test_sources_on_the_same_local_backbone_by_another_path_are_accepted(tmp_path, monkeypatch):
     """A source adapter records its backbone as it was given (here absolute); a run that names the same directory
     relatively, or through a link, uses the same backbone; another directory is still refused, naming both."""
-    from modeling_xcross.pipeline.models import ModelDirError, check_sources
+    from modeling_xcross.auto_loading import ModelDirError
+    from modeling_xcross.pipeline.models import check_sources
 
     backbone, other = tmp_path / "backbone", tmp_path / "other"
     backbone.mkdir(), other.mkdir()

@@ -21,7 +21,7 @@ from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.checkpoint import atomic_write
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import DataError, load_domain
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.resume import last_complete_checkpoint
 from modeling_xcross.pipeline.runs import RunSettings, prepare_output_dir, train
 

@@ -16,9 +16,10 @@ from configuration_xcross import XCrossConfig
 from modeling_xcross.head import SimilarityHead
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain, split_users
-from modeling_xcross.pipeline.dual_encoding import encode_items, fit_center
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
-from modeling_xcross.pipeline.models import load_trained_model, model_collator
+from modeling_xcross.inference.encoding import encode_items, fit_center
+from modeling_xcross.lora_recommender import LoraRecommender
+from modeling_xcross.auto_loading import load_trained_model
+from modeling_xcross.inference.model_inputs import model_collator
 from modeling_xcross.pipeline.runs import METRICS_NAME
 
 

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 from benchmarks.shared_prefix import main as benchmark_main
 from conftest import make_adapter, make_base, make_tokenizer, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
-from modeling_xcross.pipeline.collator import RecommendationCollator
+from modeling_xcross.inference.collator import RecommendationCollator
 from modeling_xcross.pipeline.runs import score
 
 MAX_LENGTH = 60  # the tiny Llama has 64 positions; its tokenizer spells words letter by letter

@@ -8,7 +8,7 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
+from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.starting_point import STARTING_POINT_DIR, StartingPoint, keep_better
 from modeling_xcross.pipeline.runs import train
 from test_pipeline_training import _settings

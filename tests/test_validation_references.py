@@ -1,4 +1,4 @@
-"""The prior variants examples/validation_references.py tries on validation users: counts that favour later users,
+"""The prior variants research/validation_references.py tries on validation users: counts that favour later users,
 and the history popularity a per-user prior weight follows; the pooling the script scores with."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from modeling_xcross.pipeline.samples import title_counts
 
 from conftest import make_domain
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "validation_references.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "validation_references.py"
 
 
 @pytest.fixture(scope="module")

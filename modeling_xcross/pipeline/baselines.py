@@ -21,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..inference.catalogue import similarity_model
+from ..inference.encoding import dual_scores
+from ..inference.model_inputs import collator_settings
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
-from .catalogue import fixed_full_ranking, model_full_ranking, similarity_model
 from .data import DataError, DomainData, load_domain, split_users
-from .dual_encoding import dual_scores
+from .domain_ranking import fixed_full_ranking, model_full_ranking
 from .metrics import load_ranking_metric
-from .models import collator_for, collator_settings
+from .models import collator_for
 from .runs import write_metrics
 from .samples import EvalSamples, title_counts
 

@@ -21,16 +21,17 @@ from pathlib import Path
 
 from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES
 
+from ..auto_loading import ModelDirError
+from ..inference.catalogue import DEFAULT_RERANK_TOP, RecommendedItem
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
-from .catalogue import DEFAULT_RERANK_TOP, RecommendedItem, recommend_from_dir
 from .comparison import ComparisonError, compare
 from .data import DEFAULT_DATA_DIR, DataError
-from .models import ModelDirError
+from .domain_ranking import recommend_from_dir
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
 
-# Chosen on validation users (docs/results.md, "Choosing the defaults").
+# Chosen on validation users (research/results.md, "Choosing the defaults").
 DEFAULT_SCORING = "dual"
 DEFAULT_TRAIN_POSITIONS = "all"
 DEFAULT_FUSION_LEARNING_RATE = 1e-5

@@ -9,18 +9,20 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..checkpoint import WEIGHTS_NAME, atomic_write
+from ..auto_loading import load_popularity, load_trained_model, save_popularity
+from ..inference.catalogue import DEFAULT_RERANK_TOP
+from ..inference.encoding import fit_center
+from ..inference.model_inputs import collator_settings
+from ..inference.scoring import candidate_scores
+from ..lora_recommender import LoraRecommender
 from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
-from .catalogue import DEFAULT_RERANK_TOP, model_full_ranking
 from .data import DataError, load_domain, split_users
-from .dual_encoding import fit_center
-from .lora_recommender import LoraRecommender
+from .domain_ranking import model_full_ranking
 from .metrics import load_ranking_metric
-from .models import (build_head_recommender, build_xcross, collator_for, collator_settings, load_popularity,
-                     load_trained_model, save_popularity)
+from .models import build_head_recommender, build_xcross, collator_for
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples, title_counts
-from .scoring import candidate_scores
 from .starting_point import keep_better, record_starting_point
 from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
 

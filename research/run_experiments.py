@@ -1,9 +1,9 @@
-"""Run the paper's experiments E1-E4 from a JSON config, resumably, one record per run in docs/results/records/.
+"""Run the paper's experiments E1-E4 from a JSON config, resumably, one record per run in research/results/records/.
 
-    python examples/experiments.py --config examples/experiments/tools.json --dry-run
-    python examples/experiments.py --config examples/experiments/tools.json --only E1 --seeds 42
-    python examples/experiments.py --config examples/experiments/tools.json --target Tools --only E2,E3
-    python examples/experiments.py --config examples/experiments/tools.json --verify
+    python -m research.run_experiments --config research/configs/tools.json --dry-run
+    python -m research.run_experiments --config research/configs/tools.json --only E1 --seeds 42
+    python -m research.run_experiments --config research/configs/tools.json --target Tools --only E2,E3
+    python -m research.run_experiments --config research/configs/tools.json --verify
 
 E1: LoRA per domain on its own train users (the source adapters and the target-LoRA baseline). E2: X-Cross on each
 target from the other domains' E1 adapters. E3: X-Cross and target LoRA on fractions of the target train users.
@@ -11,7 +11,7 @@ E4: the source adapters zero-shot, a head on the frozen base, a head on the merg
 (recorded as not applicable, with the reason). A run with a record is skipped; rerunning a stopped one resumes it.
 Two runners given disjoint `--runs` share the cores (OMP_NUM_THREADS=1 each on two cores). `--verify` compares
 the metrics files of runs repeated from their recorded commands with the records. Then
-`python examples/report.py --config ...` writes docs/results.md.
+`python -m research.report --config ...` writes research/results.md.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from modeling_xcross.pipeline.experiments import EXPERIMENTS, ConfigError, ExperimentConfig, execute, plan_runs, \
+from research.experiments import EXPERIMENTS, ConfigError, ExperimentConfig, execute, plan_runs, \
     select_runs, verify
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="experiment config (JSON), e.g. examples/experiments/tools.json")
+    parser.add_argument("--config", required=True, help="experiment config (JSON), e.g. research/configs/tools.json")
     parser.add_argument("--only", type=lambda text: text.split(","), default=None,
                         help=f"comma-separated experiments to run, of {','.join(EXPERIMENTS)}; default: all")
     parser.add_argument("--target", default=None,

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .candidates import eval_lists_for
-from .data import load_domain, split_users
-from .models import collator_for, collator_settings, load_popularity, load_trained_model
-from .samples import EvalSamples
+from modeling_xcross.pipeline.candidates import eval_lists_for
+from modeling_xcross.pipeline.data import load_domain, split_users
+from modeling_xcross.auto_loading import load_popularity, load_trained_model
+from modeling_xcross.inference.model_inputs import collator_settings
+from modeling_xcross.pipeline.models import collator_for
+from modeling_xcross.pipeline.samples import EvalSamples
 
 
 @torch.no_grad()

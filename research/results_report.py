@@ -8,8 +8,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .experiments import DEFAULT_REFINE, ExperimentConfig
-from .metrics import METRIC_KEYS
+from research.experiments import DEFAULT_REFINE, ExperimentConfig
+from modeling_xcross.pipeline.metrics import METRIC_KEYS
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
 FULL_RANKING_KEYS = ("recall@10", "ndcg@10", "mrr")
@@ -225,7 +225,7 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
     figures.mkdir(parents=True, exist_ok=True)
     scale = {**config.scale, "learning_rates": config.learning_rates, "seeds": config.seeds,
              "fractions": config.fractions}
-    report_command = f"python examples/report.py --config {config_path}" + (
+    report_command = f"python -m research.report --config {config_path}" + (
         "" if Path(output) == Path("docs/results.md") else f" --output {output}")
     parts = ["# X-Cross on the Amazon domains: results", "",
              f"Built by `{report_command}` from {len(records)} records in "
@@ -256,7 +256,7 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
                       f"{fusion[target]['num_users']} test users ({fusion[target]['model_dir']}); the refine step "
                       f"adds β or γ times z. Numbers in `results/fusion_{target}.json`.", ""]
     commands = sorted({record["command"] for record in records if record.get("command")})
-    parts += ["## Commands", "", "```bash", f"python examples/experiments.py --config {config_path}",
+    parts += ["## Commands", "", "```bash", f"python -m research.run_experiments --config {config_path}",
               report_command, "```", "", "<details><summary>Every xcross "
               "command run</summary>", "", "```bash", *commands, "```", "", "</details>", "",
               "## Honest reading", "", HONEST_READING, "", _kept_reading(output), ""]

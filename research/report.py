@@ -1,11 +1,11 @@
-"""Write docs/results.md (tables, data-efficiency and domain-contribution plots, commands) from the records that
-examples/experiments.py wrote. Needs matplotlib (`pip install -e ".[experiments]"`).
+"""Write research/results.md (tables, data-efficiency and domain-contribution plots, commands) from the records that
+research/run_experiments.py wrote. Needs matplotlib (`pip install -e ".[experiments]"`).
 
-    python examples/report.py --config examples/experiments/tools.json
+    python -m research.report --config research/configs/tools.json
 
 The domain-contribution plot of a target comes from its E2 X-Cross of the first seed (the refine setting with the
 best validation MRR), run on --fusion-users test
-prompts; its numbers are kept in docs/results/fusion_<target>.json and reused when the model dir is gone.
+prompts; its numbers are kept in research/results/fusion_<target>.json and reused when the model dir is gone.
 The "Honest reading" section of an existing results.md is kept.
 """
 
@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from modeling_xcross.pipeline.experiments import ConfigError, ExperimentConfig
-from modeling_xcross.pipeline.fusion_stats import fusion_contributions
-from modeling_xcross.pipeline.results_report import build_report, load_records
+from research.experiments import ConfigError, ExperimentConfig
+from research.fusion_stats import fusion_contributions
+from research.results_report import build_report, load_records
 
 
 def fusion_for(records: list[dict], target: str, figures: Path, users: int) -> dict | None:
@@ -41,7 +41,7 @@ def fusion_for(records: list[dict], target: str, figures: Path, users: int) -> d
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="the experiment config the records were made with")
-    parser.add_argument("--output", type=Path, default=Path("docs/results.md"),
+    parser.add_argument("--output", type=Path, default=Path("research/results.md"),
                         help="the report; its plots go to results/ next to it; default: %(default)s")
     parser.add_argument("--fusion-users", type=int, default=64,
                         help="test users whose prompts feed the domain-contribution plot (0: reuse the stored "
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     records = load_records(config.records_dir)
     if not records:
-        print(f"report: error: no record in {config.records_dir}; run examples/experiments.py first.", file=sys.stderr)
+        print(f"report: error: no record in {config.records_dir}; run research/run_experiments.py first.", file=sys.stderr)
         return 2
     figures = args.output.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .dual_encoding import dual_scores, model_device
+from .encoding import dual_scores, model_device
 
 
 @torch.no_grad()

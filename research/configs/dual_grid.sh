@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The E1-E5 grid of an experiment config (default examples/experiments/dual_grid.json: the CLI's default dual scoring,
+# The E1-E5 grid of an experiment config (default research/configs/dual_grid.json: the CLI's default dual scoring,
 # three targets, seeds 42-44) on a small machine: WORKERS runners (default 2) with THREADS threads each (default 1)
 # take the runs from one ordered queue, each run claimed by one runner (a lock dir under runs/grid/claims); a run
 # whose source adapters are not ready yet is left for a later pass (a worker sleeps WAIT seconds, default 30, while
 # every run left waits for one). Records go to the config's records_dir, logs to runs/grid/logs/; a rerun skips
 # recorded runs and resumes stopped ones (remove runs/grid/claims first when the previous runners were killed). Then:
-#   python examples/report.py --config examples/experiments/dual_grid.json
-#   [CONFIG=examples/experiments/dual_grid_long.json WORKERS=4] bash examples/experiments/dual_grid.sh [SEED ...]
+#   python -m research.report --config research/configs/dual_grid.json
+#   [CONFIG=research/configs/dual_grid_long.json WORKERS=4] bash research/configs/dual_grid.sh [SEED ...]
 #                                                                (default seeds: 42 43 44)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
-CONFIG=${CONFIG:-examples/experiments/dual_grid.json}
+CONFIG=${CONFIG:-research/configs/dual_grid.json}
 RECORDS=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["records_dir"])' "$CONFIG") || exit 1
 CLAIMS=runs/grid/claims
 export OMP_NUM_THREADS=${THREADS:-1}
@@ -42,7 +42,7 @@ worker() {
       [ -f "$RECORDS/$id.json" ] && continue
       mkdir "$CLAIMS/$id" 2>/dev/null || continue
       echo "[worker $1] $id (log: runs/grid/logs/$id.log)"
-      nice "$PYTHON" examples/experiments.py --config "$CONFIG" --runs "$id" > "runs/grid/logs/$id.log" 2>&1
+      nice "$PYTHON" -m research.run_experiments --config "$CONFIG" --runs "$id" > "runs/grid/logs/$id.log" 2>&1
       if grep -q "^\[blocked\]" "runs/grid/logs/$id.log"; then
         rmdir "$CLAIMS/$id"    # its source adapters are still being trained: a later pass takes it
         waiting=1

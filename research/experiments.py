@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import atomic_write
-from .data import DEFAULT_DATA_DIR
-from .metrics import METRIC_KEYS
-from .runs import METRICS_NAME
+from modeling_xcross.checkpoint import atomic_write
+from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR
+from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline.runs import METRICS_NAME
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
 # Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise); X-Cross
@@ -65,7 +65,7 @@ class ExperimentConfig:
     xcross_refine: list[dict[str, float]] = field(default_factory=lambda: [dict(DEFAULT_REFINE)])
     data_dir: str = str(DEFAULT_DATA_DIR)
     runs_dir: str = "runs/experiments"
-    records_dir: str = "docs/results/records"
+    records_dir: str = "research/results/records"
 
     REQUIRED_SCALE = ("backbone", "max_length", "train_users", "val_users", "test_users", "epochs", "batch_size",
                       "eval_batch_size", "train_negatives", "patience")
@@ -77,11 +77,11 @@ class ExperimentConfig:
             config = cls(**json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError, TypeError) as error:
             raise ConfigError(f"{path}: not a readable experiment config ({error}); see "
-                              "examples/experiments/tools.json for the fields.") from error
+                              "research/configs/tools.json for the fields.") from error
         missing = [key for key in cls.REQUIRED_SCALE if key not in config.scale]
         missing += [f"learning_rates.{key}" for key in ("lora", "xcross", "head") if key not in config.learning_rates]
         if missing:
-            raise ConfigError(f"{path}: missing {missing}; see examples/experiments/tools.json.")
+            raise ConfigError(f"{path}: missing {missing}; see research/configs/tools.json.")
         unknown = sorted(set(config.scale) - set(cls.REQUIRED_SCALE) - set(cls.OPTIONAL_SCALE))
         if unknown:  # a misspelt optional key would otherwise be dropped without a word
             raise ConfigError(f"{path}: unknown scale keys {unknown}; the scale takes {list(cls.REQUIRED_SCALE)} "

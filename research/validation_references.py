@@ -2,8 +2,8 @@
 scoring settings (history decay, temperature, popularity weight): how the `xcross` defaults of dual scoring were
 chosen, without looking at test users.
 
-    python examples/validation_references.py --domain Tools --val-users 1000 --max-train-users 2000 \
-        --output docs/results/validation_references_Tools.json
+    python -m research.validation_references --domain Tools --val-users 1000 --max-train-users 2000 \
+        --output research/results/validation_references_Tools.json
 
 `--recency-half-lives` also tries counts that favour later users (the shared domains list users in time order): a
 train user at position p of the file's N train users counts 0.5 ** ((N - 1 - p) / (h * N)), rescaled to a mean of 1
@@ -38,7 +38,7 @@ from modeling_xcross.packaged_models import DEFAULT_BACKBONE
 from modeling_xcross.pipeline.baselines import popularity_scores, untrained_model
 from modeling_xcross.pipeline.candidates import build_eval_lists
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DomainData, load_domain, split_users
-from modeling_xcross.pipeline.dual_encoding import encode_items
+from modeling_xcross.inference.encoding import encode_items
 from modeling_xcross.pipeline.metrics import load_ranking_metric
 
 

@@ -1,0 +1,67 @@
+"""Loading a saved model of any kind (X-Cross, LoRA recommender, head recommender) from its directory, with the
+files saved beside it, and the checks that make a wrong directory fail early and say why."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from configuration_xcross import XCrossConfig
+
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
+from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
+from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
+from .modeling_xcross import XCrossForSequentialRecommendation
+
+# Title -> count in the train histories, saved beside a model whose dual score has a popularity prior.
+POPULARITY_NAME = "item_popularity.json"
+
+
+class ModelDirError(ValueError):
+    """A model or adapter directory that cannot be used for what was asked; the message says how to fix it."""
+
+
+def save_popularity(directory: Path, counts: Counter) -> None:
+    """The title counts a model with a popularity prior was trained with, next to it (the prior needs them)."""
+    atomic_write(Path(directory) / POPULARITY_NAME,
+                 lambda path: path.write_text(json.dumps(dict(counts.most_common()), ensure_ascii=False)))
+
+
+def load_popularity(directory: Path) -> Counter:
+    path = Path(directory) / POPULARITY_NAME
+    if not path.is_file():
+        raise ModelDirError(f"{directory} holds a model with a popularity prior but no {POPULARITY_NAME} (the title "
+                            "counts it was trained with); copy it from the run's output directory.")
+    return Counter(read_json(path))
+
+
+def model_backbone(model) -> str:
+    """The base model name of X-Cross or a recommender."""
+    return (model.config.base_model_name_or_path if isinstance(model, XCrossForSequentialRecommendation)
+            else model.backbone_name)
+
+
+def load_trained_model(directory: Path):
+    """An X-Cross checkpoint or a recommender with a head (current or legacy format), and its backbone name."""
+    directory = Path(directory)
+    config_file = directory / CONFIG_NAME
+    model_type = read_json(config_file).get("model_type") if config_file.is_file() else None
+    if model_type == XCrossConfig.model_type:
+        if not (directory / WEIGHTS_NAME).is_file():
+            raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
+                                "finish saving. Rerun that run's command to finish it.")
+        model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
+        return model, model.config.base_model_name_or_path
+    if model_type is not None and model_type != RecommenderConfig.model_type:
+        raise ModelDirError(f"--model-dir {directory}: {CONFIG_NAME} has model_type {model_type!r}, not "
+                            f"{XCrossConfig.model_type!r} (an `xcross train` run) or {RecommenderConfig.model_type!r} (a "
+                            "`train-adapter` or `train-head` run); pass the output directory of such a run.")
+    if model_type == RecommenderConfig.model_type or (directory / LEGACY_CONFIG_NAME).is_file():
+        kind = LoraRecommender.saved_config(directory).kind
+        model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
+        return model, model.backbone_name
+    raise ModelDirError(f"--model-dir {directory} holds neither a recommender nor an X-Cross checkpoint "
+                        f"({CONFIG_NAME} of model_type {RecommenderConfig.model_type!r} or {XCrossConfig.model_type!r}, "
+                        f"or a legacy {LEGACY_CONFIG_NAME}); pass the output directory of a finished "
+                        "`xcross train-adapter`, `train-head` or `train` run.")
