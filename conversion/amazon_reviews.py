@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modeling_xcross.checkpoint import atomic_write
+from modeling_xcross.errors import XCrossError
 
 REVIEW_KEYS = ("reviewerID", "asin", "unixReviewTime")
 
 
-class ConversionError(ValueError):
+class ConversionError(XCrossError):
     """Raw input that cannot be converted; the message names the file and the fix."""
 
 

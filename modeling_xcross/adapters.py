@@ -16,6 +16,7 @@ from transformers.utils.hub import extract_commit_hash
 from configuration_xcross import AdapterSpec
 
 from .checkpoint import read_json, read_safetensors
+from .errors import CheckpointError
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -80,13 +81,13 @@ def _adapter_files(source: str, revision: str | None, **hub_kwargs) -> tuple[Pat
 
 def _check_supported(name: str, peft_config: PeftConfig) -> None:
     if not isinstance(peft_config, LoraConfig):
-        raise ValueError(f"Adapter {name!r} is a {peft_config.peft_type.value} adapter; X-Cross integrates LoRA "
-                         "adapters only.")
+        raise CheckpointError(f"Adapter {name!r} is a {peft_config.peft_type.value} adapter; X-Cross integrates LoRA "
+                              "adapters only.")
     for key, allowed in _UNSUPPORTED_SETTINGS.items():
         value = getattr(peft_config, key, None)
         if value not in allowed:
-            raise ValueError(f"Adapter {name!r} sets {key}={value!r}, which the X-Cross adapter bank does not "
-                             f"support; train the source adapter with the default {key}={allowed[0]!r}.")
+            raise CheckpointError(f"Adapter {name!r} sets {key}={value!r}, which the X-Cross adapter bank does not "
+                                  f"support; train the source adapter with the default {key}={allowed[0]!r}.")
 
 
 def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> LoraAdapter:
@@ -113,15 +114,15 @@ def load_lora_adapter(name: str, source: str | os.PathLike, revision: str | None
                 module_path = key.split(marker)[0]
                 pairs.setdefault(module_path, {})[part] = tensor
     if not pairs:
-        raise ValueError(f"Adapter {name!r} ({weights_file}) holds no LoRA weights (no '.lora_A.' keys).")
+        raise CheckpointError(f"Adapter {name!r} ({weights_file}) holds no LoRA weights (no '.lora_A.' keys).")
     incomplete = sorted(path for path, pair in pairs.items() if len(pair) != 2)
     if incomplete:
-        raise ValueError(f"Adapter {name!r} has lora_A without lora_B (or the reverse) for {incomplete}.")
+        raise CheckpointError(f"Adapter {name!r} has lora_A without lora_B (or the reverse) for {incomplete}.")
 
     ranks = {pair["lora_A"].shape[0] for pair in pairs.values()}
     if ranks != {peft_config.r}:
-        raise ValueError(f"Adapter {name!r}: {config_file} declares r={peft_config.r} but its weights have ranks "
-                         f"{sorted(ranks)}; restore the config the adapter was saved with.")
+        raise CheckpointError(f"Adapter {name!r}: {config_file} declares r={peft_config.r} but its weights have ranks "
+                              f"{sorted(ranks)}; restore the config the adapter was saved with.")
     targets = peft_config.target_modules
     spec = AdapterSpec(
         name=name,

@@ -10,6 +10,7 @@ from pathlib import Path
 from configuration_xcross import XCrossConfig
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
+from .errors import XCrossError
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
 from .modeling_xcross import XCrossForSequentialRecommendation
@@ -18,7 +19,7 @@ from .modeling_xcross import XCrossForSequentialRecommendation
 POPULARITY_NAME = "item_popularity.json"
 
 
-class ModelDirError(ValueError):
+class ModelDirError(XCrossError):
     """A model or adapter directory that cannot be used for what was asked; the message says how to fix it."""
 
 

@@ -23,6 +23,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .errors import CheckpointError
+
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
@@ -94,10 +96,10 @@ def read_json(path: str | os.PathLike) -> dict:
     try:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): it is truncated or damaged. Restore it, or write it "
-                         "again with the command that made this directory.") from error
+        raise CheckpointError(f"{path} is not valid JSON ({error}): it is truncated or damaged. Restore it, or write "
+                              "it again with the command that made this directory.") from error
     if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(content).__name__}.")
+        raise CheckpointError(f"{path} must hold a JSON object, found {type(content).__name__}.")
     return content
 
 

@@ -16,6 +16,8 @@ from torch import nn
 from transformers import Cache, PreTrainedModel
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 
+from .errors import XCrossError
+
 CachedBlockKwargs = Callable[[PreTrainedModel, torch.Tensor, torch.Tensor, torch.Tensor | None, Cache], dict]
 
 
@@ -128,7 +130,7 @@ def family_for(model_type: str) -> BackboneFamily:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    raise ValueError(
+    raise XCrossError(
         f"X-Cross does not support base models of type {model_type!r}. Supported model types: "
         f"{', '.join(supported_model_types())}. To add one, describe it with a `BackboneFamily` in "
         "modeling_xcross/families.py."

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, ModelCard, ModelCardData
 
+from .errors import XCrossError
 from .packaged_models import PACKAGED_MODELS
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -100,9 +101,9 @@ def push_xcross(model, repo_id: str, *, self_contained: bool = False, include_ad
     if include_adapters is None:
         include_adapters = self_contained or not _adapters_are_referable(config)
     elif not include_adapters and not _adapters_are_referable(config):
-        raise ValueError("include_adapters=False needs every adapter to come from a Hub repo at a recorded commit; "
-                         f"sources here: {[(s.source, s.revision) for s in config.adapter_specs]}. Publish them "
-                         "first (conversion/export_adapters.py) and build the model from their repo ids.")
+        raise XCrossError("include_adapters=False needs every adapter to come from a Hub repo at a recorded commit; "
+                          f"sources here: {[(s.source, s.revision) for s in config.adapter_specs]}. Publish them "
+                          "first (conversion/export_adapters.py) and build the model from their repo ids.")
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory() as folder:
         directory = Path(folder)

@@ -19,6 +19,7 @@ from torch import nn
 from configuration_xcross import AdapterSpec
 
 from .adapters import LoraAdapter
+from .errors import CheckpointError
 
 
 class LoraBankLinear(nn.Linear):
@@ -98,20 +99,22 @@ def install_lora_bank(base: nn.Module, layers_path: str, specs: Sequence[Adapter
     first = specs[0].name
     for spec in specs:
         if not targeted[spec.name]:
-            raise ValueError(f"Adapter {spec.name!r}: target_modules {spec.target_modules!r} match no linear layer of "
-                             f"the base model ({type(base).__name__}); it was trained on another architecture.")
+            raise CheckpointError(f"Adapter {spec.name!r}: target_modules {spec.target_modules!r} match no linear "
+                                  f"layer of the base model ({type(base).__name__}); it was trained on another "
+                                  "architecture.")
         if targeted[spec.name] != targeted[first]:
             only_here = sorted(targeted[spec.name] - targeted[first])[:4]
             only_first = sorted(targeted[first] - targeted[spec.name])[:4]
-            raise ValueError(
+            raise CheckpointError(
                 f"Adapter {spec.name!r} targets different modules than adapter {first!r} "
                 f"({spec.target_modules!r} vs {specs[0].target_modules!r}; e.g. only in {spec.name!r}: {only_here}, "
                 f"only in {first!r}: {only_first}). X-Cross needs every source adapter on the same target modules."
             )
     outside = sorted(name for name in targeted[first] if not name.startswith(f"{layers_path}."))
     if outside:
-        raise ValueError(f"Adapters target {outside[:4]}, outside the transformer blocks ({layers_path}.*); X-Cross "
-                         "runs adapter streams only inside the blocks, so train source adapters on block linears.")
+        raise CheckpointError(f"Adapters target {outside[:4]}, outside the transformer blocks ({layers_path}.*); "
+                              "X-Cross runs adapter streams only inside the blocks, so train source adapters on block "
+                              "linears.")
 
     ranks = [spec.r for spec in specs]
     scalings = [spec.scaling for spec in specs]
@@ -142,13 +145,14 @@ def load_adapter_into_bank(banks: dict[str, LoraBankLinear], index: int, adapter
     for adapter_path, (lora_A, lora_B) in adapter.weights.items():
         bank_name = _bank_name_for(adapter_path, banks)
         if bank_name is None:
-            raise ValueError(f"Adapter {name!r} has weights for {adapter_path!r}, which is not a target linear of this "
-                             "base model: the adapter was trained on another base or with other target modules.")
+            raise CheckpointError(f"Adapter {name!r} has weights for {adapter_path!r}, which is not a target linear "
+                                  "of this base model: the adapter was trained on another base or with other target "
+                                  "modules.")
         bank = banks[bank_name]
         expected_A = (bank.ranks[index], bank.in_features)
         expected_B = (bank.out_features, bank.ranks[index])
         if tuple(lora_A.shape) != expected_A or tuple(lora_B.shape) != expected_B:
-            raise ValueError(
+            raise CheckpointError(
                 f"Adapter {name!r} does not fit the base at {bank_name}: lora_A {tuple(lora_A.shape)} and lora_B "
                 f"{tuple(lora_B.shape)}, but the base layer needs {expected_A} and {expected_B} "
                 f"(in_features={bank.in_features}, out_features={bank.out_features}, r={bank.ranks[index]}). It was "
@@ -158,8 +162,8 @@ def load_adapter_into_bank(banks: dict[str, LoraBankLinear], index: int, adapter
         covered.add(bank_name)
     uncovered = sorted(set(banks) - covered)
     if uncovered:
-        raise ValueError(f"Adapter {name!r} has no weights for {uncovered[:4]} although its target_modules select them; "
-                         "its adapter_model.safetensors does not match its adapter_config.json.")
+        raise CheckpointError(f"Adapter {name!r} has no weights for {uncovered[:4]} although its target_modules "
+                              "select them; its adapter_model.safetensors does not match its adapter_config.json.")
 
 
 def check_stored_ranks(banks: dict[str, LoraBankLinear], names: Sequence[str], source: str) -> None:
@@ -173,5 +177,5 @@ def check_stored_ranks(banks: dict[str, LoraBankLinear], names: Sequence[str], s
             rows = bank.lora_A[index].abs().sum(dim=1).nonzero()
             stored = max(stored, int(rows.max()) + 1 if len(rows) else 0)
         if stored != declared:
-            raise ValueError(f"{source}: adapter {name!r} is declared with r={declared} in config.json, but its stored "
-                             f"LoRA weights have rank {stored}. Was `r` edited? Restore it (r={stored}).")
+            raise CheckpointError(f"{source}: adapter {name!r} is declared with r={declared} in config.json, but its "
+                                  f"stored LoRA weights have rank {stored}. Was `r` edited? Restore it (r={stored}).")

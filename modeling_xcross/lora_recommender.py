@@ -27,6 +27,7 @@ from configuration_xcross.configuration_xcross import check_scoring_fields, defa
 
 from .adapters import PEFT_PREFIX, load_lora_adapter
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
+from .errors import CheckpointError
 from .families import family_for
 from .head import check_inputs, pool_hidden_states, score_candidates, scoring_head
 from .modeling_xcross import XCrossRecommendationOutput, load_base_model
@@ -52,9 +53,9 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str
     targeted = {name.removeprefix(PEFT_PREFIX) for name, module in model.named_modules()
                 if isinstance(module, LoraLayer) and adapter_name in module.lora_A}
     if targeted != saved:
-        raise ValueError(f"{directory}: adapter_config.json targets {sorted(targeted - saved)[:4]}, which "
-                         "adapter_model.safetensors has no weights for (target_modules edited?); restore the config "
-                         "the adapter was saved with.")
+        raise CheckpointError(f"{directory}: adapter_config.json targets {sorted(targeted - saved)[:4]}, which "
+                              "adapter_model.safetensors has no weights for (target_modules edited?); restore the "
+                              "config the adapter was saved with.")
     return model
 
 
@@ -173,8 +174,9 @@ class LoraRecommender(CatalogueRecommendationMixin, PreTrainedModel):
         result = self.load_state_dict(weights, strict=False)
         if result.unexpected_keys or set(result.missing_keys) != self._keys_to_ignore_on_save:
             missing = sorted(set(result.missing_keys) - self._keys_to_ignore_on_save)
-            raise ValueError(f"{source} does not match this recommender: unexpected keys {result.unexpected_keys[:4]}, "
-                             f"missing trained keys {missing[:4]}; it was saved from another model.")
+            raise CheckpointError(f"{source} does not match this recommender: unexpected keys "
+                                  f"{result.unexpected_keys[:4]}, missing trained keys {missing[:4]}; it was saved from "
+                                  "another model.")
 
     def encode(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """Pooled representations `(sequences, d)` of 2-D inputs."""

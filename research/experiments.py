@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from modeling_xcross.checkpoint import atomic_write
+from modeling_xcross.errors import XCrossError
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 from modeling_xcross.pipeline.runs import METRICS_NAME
@@ -50,7 +51,7 @@ def refine_suffix(refine: dict[str, float], separator: str) -> str:
     return f"{separator}beta{refine['beta']:g}{separator}gamma{refine['gamma']:g}"
 
 
-class ConfigError(ValueError):
+class ConfigError(XCrossError):
     """An experiment config that cannot be expanded; the message names the field."""
 
 

@@ -28,6 +28,7 @@ from transformers.utils import logging
 
 from ..auto_loading import load_popularity, model_backbone
 from ..checkpoint import atomic_write
+from ..errors import XCrossError
 from ..head_recommender import HeadRecommender
 from .encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
 from .model_inputs import model_collator
@@ -45,7 +46,7 @@ HISTORIES_PER_CHUNK = 256
 _FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
 
 
-class CatalogueError(ValueError):
+class CatalogueError(XCrossError):
     """A catalogue, history or request that cannot be ranked; the message says what to change."""
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..errors import XCrossError
 from ..head import recency_weights
 from .prompts import PROMPT, PromptFormat
 
@@ -77,9 +78,9 @@ class RecommendationCollator:
         with_popularity = all("candidate_popularity" in example for example in examples)
         if all(example.get("in_batch") for example in examples):
             if with_popularity:
-                raise ValueError("In-batch negatives share one candidate pool, but a popularity prior gives each "
-                                 "example's candidates counts without the example's own history; train with one or "
-                                 "the other.")
+                raise XCrossError("In-batch negatives share one candidate pool, but a popularity prior gives each "
+                                  "example's candidates counts without the example's own history; train with one or "
+                                  "the other.")
             pool = list(dict.fromkeys(title for example in examples for title in example["candidates"]))
             labels = [pool.index(example["candidates"][example["label"]]) for example in examples]
             candidates = self.encode_items(pool)

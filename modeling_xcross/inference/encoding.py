@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import XCrossError
 from ..head import history_query
 
 ENCODE_BATCH_SIZE = 64
@@ -56,7 +57,7 @@ def fit_center(model, collator, titles: list[str], seed: int = 0) -> torch.Tenso
     """Set a centred dual model's `head.center` to the mean representation of `titles` (a seeded sample of
     `CENTER_TITLES` of them at most) under the model as it is, before any training; returns the centre."""
     if not titles:
-        raise ValueError("The representation centre is the mean of the training titles, and there are none.")
+        raise XCrossError("The representation centre is the mean of the training titles, and there are none.")
     titles = sorted(set(titles))
     if len(titles) > CENTER_TITLES:
         titles = random.Random(seed).sample(titles, CENTER_TITLES)

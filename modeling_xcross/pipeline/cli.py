@@ -22,6 +22,7 @@ from pathlib import Path
 from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES
 
 from ..auto_loading import ModelDirError
+from ..errors import XCrossError
 from ..inference.catalogue import DEFAULT_RERANK_TOP, RecommendedItem
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
@@ -41,8 +42,8 @@ DEFAULT_HISTORY_DECAY = 0.5
 DEFAULT_POPULARITY_WEIGHT = 1.0
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
-# exceptions are bugs and keep their traceback. DataError, ModelDirError and OutputDirError are ValueErrors.
-USER_ERRORS = (ValueError, OSError)
+# exceptions (a bare ValueError among them) are bugs and keep their traceback.
+USER_ERRORS = (XCrossError, OSError)
 
 
 def _positive_int(text: str) -> int:
@@ -292,8 +293,8 @@ def _dual_settings(args: argparse.Namespace) -> dict:
     """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
     if args.scoring != "dual":
         if args.center_representations:
-            raise ValueError("--center-representations is a dual-scoring option (center_representations centres "
-                             "the representations the cosine compares); drop it, or use --scoring dual.")
+            raise XCrossError("--center-representations is a dual-scoring option (center_representations centres "
+                              "the representations the cosine compares); drop it, or use --scoring dual.")
         return {}
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
             "popularity_weight": args.popularity_weight, "center_representations": args.center_representations}

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 from ..checkpoint import atomic_write
+from ..errors import XCrossError
 from .runs import METRICS_NAME
 
 COLUMNS = ("mrr", "hit@1", "hit@10")
-class ComparisonError(ValueError):
+class ComparisonError(XCrossError):
     """A run to compare that is missing or unfinished; the message names it."""
 
 

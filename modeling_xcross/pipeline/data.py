@@ -13,12 +13,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import XCrossError
+
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon"
 DOMAIN_FILES = ("meta_data.json", "smap.json", "train.json", "test.json")
 MIN_HISTORY = 2  # one item to predict from, plus the target
 
 
-class DataError(ValueError):
+class DataError(XCrossError):
     """A domain folder that cannot be used; the message names the file and the fix."""
 
 

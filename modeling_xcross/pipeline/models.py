@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoTokenizer
 from ..adapters import ADAPTER_CONFIG_NAME
 from ..auto_loading import ModelDirError
 from ..checkpoint import read_json
+from ..errors import XCrossError
 from ..families import family_for
 from ..head_recommender import HeadRecommender
 from ..inference.collator import RecommendationCollator
@@ -66,7 +67,7 @@ def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring:
                                       history_encoding=history_encoding, history_decay=history_decay)
     required = collator.required_length(titles)
     if max_length < required:
-        raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain "
-                         f"{'alone' if scoring == 'dual' else 'with one history token'} takes {required} tokens; pass "
-                         f"--max-length {required} or more.")
+        raise XCrossError(f"--max-length {max_length} is too small: the longest candidate title of this domain "
+                          f"{'alone' if scoring == 'dual' else 'with one history token'} takes {required} tokens; pass "
+                          f"--max-length {required} or more.")
     return collator

@@ -9,6 +9,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..checkpoint import WEIGHTS_NAME, atomic_write
+from ..errors import XCrossError
 from ..auto_loading import load_popularity, load_trained_model, save_popularity
 from ..inference.catalogue import DEFAULT_RERANK_TOP
 from ..inference.encoding import fit_center
@@ -33,7 +34,7 @@ METRICS_NAME = "metrics.json"
 RESUMABLE_SETTINGS = ("max_eval_users", "output_dir", "full_ranking", "rerank_top")
 
 
-class OutputDirError(ValueError):
+class OutputDirError(XCrossError):
     """An output directory that holds something else than this run."""
 
 
