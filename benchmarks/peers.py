@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from peft import PeftModel, XLoraConfig, get_peft_model
 from torch import nn
 
+from configuration_xcross import PAPER_SCORING
 from modeling_xcross import RecommendationHead, XCrossForSequentialRecommendation, load_base_model, pooled_positions
 
 
@@ -197,7 +198,8 @@ class XLora(Runner):
 def build_runners(base_dir: str, adapters: dict[str, str], dtype: torch.dtype,
                   device: torch.device) -> tuple[dict[str, Runner], dict[str, str]]:
     """Every runner over these adapters, and `{runner: why it does not apply}` for those that could not be built."""
-    xcross = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, dtype=dtype).to(device).eval()
+    xcross = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, dtype=dtype,
+                                                             **PAPER_SCORING).to(device).eval()
     pooling = xcross.pooling
     names = list(adapters)
     first = {names[0]: adapters[names[0]]}

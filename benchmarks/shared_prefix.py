@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from configuration_xcross import PAPER_SCORING
 from benchmarks.backbones import BACKBONES, prepare_backbone, write_adapters
 from benchmarks.measure import median_times
 from modeling_xcross import XCrossForSequentialRecommendation
@@ -63,7 +64,7 @@ def build_model(args, scratch: Path) -> tuple[XCrossForSequentialRecommendation,
         adapters = write_adapters(base_dir, list(LLAMA_FAMILY.default_target_modules), args.streams, scratch)
     else:
         base_dir, adapters, _ = prepare_backbone(args.backbone, args.streams, scratch)
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, **PAPER_SCORING).eval()
     generator = torch.Generator().manual_seed(0)
     # Fusion heads off zero, so that fusion changes the scores; small, as SmolLM2's hidden states reach 1e4 and larger
     # z compound over its 30 blocks into inf.

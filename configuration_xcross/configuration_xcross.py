@@ -15,6 +15,12 @@ HISTORY_ENCODINGS = ("text", "items")
 # How a history and a candidate become text (modeling_xcross/inference/prompts.py reads the same keys): encoders get
 # the pair (history joined by `separator`, candidate); decoders `f"{decoder_prefix} {history}{decoder_suffix}{candidate}"`.
 DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "decoder_suffix": " Next item: "}
+# The paper's scoring: one (history, candidate) prompt per candidate, read by a score head. It was every config's
+# default before the recommended (dual) defaults, and every save writes these fields, so a saved config.json that
+# lacks one was written before the field existed and reads it as here: old checkpoints keep their behaviour. Pass it
+# (`**PAPER_SCORING`) to build the paper's form.
+PAPER_SCORING = {"scoring": "cross", "temperature": 0.05, "history_encoding": "text", "history_decay": 1.0,
+                 "popularity_weight": None}
 
 
 def default_pooling(scoring: str, family_default: str) -> str:
@@ -46,6 +52,19 @@ def check_scoring_fields(config) -> None:
                                       or config.center_representations):
         raise ValueError("history_encoding='items', popularity_weight and center_representations are dual-scoring "
                          "options; with scoring='cross' leave them at 'text', None and False.")
+
+
+class SavedScoringDefaults:
+    """For the configs with scoring fields (X-Cross, the recommenders): a saved config that lacks one of them reads
+    it from `PAPER_SCORING`, the value it had when saved, not the recommended default."""
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        return super().from_dict({**PAPER_SCORING, **config_dict}, **kwargs)
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        return cls.from_dict(cls._dict_from_json_file(json_file))
 
 
 @dataclass(frozen=True)
@@ -108,7 +127,7 @@ class AdapterSpec:
 
 
 @strict
-class XCrossConfig(PreTrainedConfig):
+class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
     r"""
     Configuration of [`XCrossForSequentialRecommendation`].
 
@@ -128,24 +147,26 @@ class XCrossConfig(PreTrainedConfig):
             scaled to unit root mean square per token, so z does not scale with the backbone's activations (the
             refine step is unchanged). The `xcross train` command turns it on (SmolLM2 diverged without it);
             `False`, the paper's form, keeps checkpoints saved before it existed loading unchanged.
-        scoring (`str`, defaults to `"cross"`): `"cross"` is the paper's form, one (history, candidate) prompt per
-            candidate read by the pooler and score head. `"dual"` encodes the history prompt and every candidate
-            title separately and scores their cosine similarity divided by a learned temperature: the backbone's
-            sentence similarity is the score at initialisation, and item representations can be computed once per
-            catalogue. The `xcross` commands default to `"dual"`, chosen on validation users (research/results.md).
+        scoring (`str`, defaults to `"dual"`): `"dual"` encodes the history and every candidate title separately
+            and scores their cosine similarity divided by a learned temperature: the backbone's sentence similarity
+            is the score at initialisation, and item representations can be computed once per catalogue. `"cross"`
+            is the paper's form, one (history, candidate) prompt per candidate read by the pooler and score head
+            (`**PAPER_SCORING` sets it with its other fields). The defaults of the scoring fields are the ones chosen
+            on validation users, which the `xcross` commands use; a saved config that lacks a field reads it from
+            `PAPER_SCORING`.
         pooling (`str`, *optional*): `"cls"` (first token), `"last"` (last non-padding token) or `"mean"` (mean over
             non-padding tokens); when unset, `"mean"` for dual scoring, else the backbone family's default (`cls`
             for encoders, `last` for decoders).
-        temperature (`float`, defaults to 0.05): Initial temperature of dual scoring (logits are cosine /
+        temperature (`float`, defaults to 0.2): Initial temperature of dual scoring (logits are cosine /
             temperature; the temperature is learned).
-        history_encoding (`str`, defaults to `"text"`): Dual scoring: `"text"` encodes a history as one prompt of its
+        history_encoding (`str`, defaults to `"items"`): Dual scoring: `"text"` encodes a history as one prompt of its
             titles; `"items"` encodes each history title as candidates are encoded and takes their recency-weighted
             mean (an untrained model then scores the "mean of the history's title embeddings" similarity).
-        history_decay (`float`, defaults to 1.0): With `history_encoding="items"`, the weight of an item k steps
+        history_decay (`float`, defaults to 0.5): With `history_encoding="items"`, the weight of an item k steps
             before the last one is history_decay ** k (normalised); 1.0 is the plain mean.
-        popularity_weight (`float`, *optional*): Dual scoring: when set, the initial value of a learned weight w and
-            the score gains w * log(1 + count), count being how often the candidate occurs in the training histories
-            (the inputs then need `candidate_popularity`). The `xcross` commands set it, chosen on validation users.
+        popularity_weight (`float`, *optional*, defaults to 1.0): Dual scoring: when set, the initial value of a
+            learned weight w and the score gains w * log(1 + count), count being how often the candidate occurs in the
+            training histories (the inputs then need `candidate_popularity`); None for no prior.
         center_representations (`bool`, defaults to `False`): Dual scoring: subtract a fixed vector, `head.center`,
             from every pooled representation before the cosine. The `xcross` commands set it to the mean
             representation of the training titles under the untrained model, so that the cosine compares what sets
@@ -171,12 +192,12 @@ class XCrossConfig(PreTrainedConfig):
     gamma: float | int = 1.0
     integrated_layers: list[int] | None = None
     normalize_fusion_input: bool = False
-    scoring: str = "cross"
+    scoring: str = "dual"
     pooling: str | None = None
-    temperature: float | int = 0.05
-    history_encoding: str = "text"
-    history_decay: float | int = 1.0
-    popularity_weight: float | int | None = None
+    temperature: float | int = 0.2
+    history_encoding: str = "items"
+    history_decay: float | int = 0.5
+    popularity_weight: float | int | None = 1.0
     center_representations: bool = False
     initializer_range: float = 0.02
     prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
@@ -242,4 +263,4 @@ class XCrossConfig(PreTrainedConfig):
             raise ValueError(f"`max_length` must be a positive integer (tokens per prompt), got {self.max_length!r}.")
 
 
-__all__ = ["DEFAULT_PROMPT", "AdapterSpec", "XCrossConfig"]
+__all__ = ["DEFAULT_PROMPT", "PAPER_SCORING", "AdapterSpec", "XCrossConfig"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from configuration_xcross import PAPER_SCORING, XCrossConfig
+from configuration_xcross.configuration_xcross import SCORING_MODES
 from modeling_xcross import DEFAULT_BACKBONE, XCrossForSequentialRecommendation
 
 
@@ -41,13 +43,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="a source adapter; repeat in bank order")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of the cross-domain scaling term (default 1)")
     parser.add_argument("--gamma", type=float, default=1.0, help="weight of the interaction term (default 1)")
+    parser.add_argument("--scoring", choices=SCORING_MODES, default=XCrossConfig.scoring,
+                        help="dual: the recommended scoring with XCrossConfig's defaults; cross: the paper's "
+                             "(PAPER_SCORING); default: %(default)s")
     parser.add_argument("--output-dir", type=Path, required=True, help="where to write the checkpoint")
     args = parser.parse_args(argv)
     adapters = dict(args.adapter)
     if len(adapters) != len(args.adapter):
         parser.error("--adapter names must be unique")
+    scoring = PAPER_SCORING if args.scoring == "cross" else {}
     build_xcross(args.base, adapters, args.output_dir, base_revision=args.base_revision, beta=args.beta,
-                 gamma=args.gamma)
+                 gamma=args.gamma, **scoring)
     print(f"saved X-Cross with adapters {list(adapters)} to {args.output_dir}")
 
 

@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, AutoTokenizer
 
+from configuration_xcross import PAPER_SCORING
 from modeling_xcross import DEFAULT_BACKBONE, XCrossForSequentialRecommendation, resolve_model_path
 
 
@@ -32,7 +33,7 @@ def main() -> None:
         get_peft_model(AutoModel.from_pretrained(base_path), lora).save_pretrained(args.output_dir / name)
         adapters[name] = args.output_dir / name
 
-    model = XCrossForSequentialRecommendation.from_adapters(DEFAULT_BACKBONE, adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(DEFAULT_BACKBONE, adapters, **PAPER_SCORING).eval()
     size = model.integrator_size(lora_rank=8)
     print(f"adapters: {model.adapter_names}; trainable parameters: {model.num_parameters(only_trainable=True):,}; "
           f"fusion weights {size.fusion_weights:,} = {size.ratio:.0%} of a rank-8 query/value LoRA "

@@ -8,8 +8,10 @@ from configuration_xcross import AdapterSpec, XCrossConfig
 from .adapters import LoraAdapter, load_lora_adapter
 from .families import FAMILIES, BackboneFamily, family_for, supported_model_types
 from .head import RecommendationHead, pooled_positions
+from .head_recommender import HeadRecommender
 from .layer import XCrossLayer, refine_streams
 from .lora_bank import LoraBankLinear
+from .lora_recommender import LoraRecommender, RecommenderConfig
 from .modeling_xcross import (
     IntegratorSize,
     XCrossForSequentialRecommendation,
@@ -22,10 +24,16 @@ from . import inference  # noqa: F401  (registers the ranking behind `recommend`
 
 AutoConfig.register(XCrossConfig.model_type, XCrossConfig, exist_ok=True)
 AutoModel.register(XCrossConfig, XCrossForSequentialRecommendation, exist_ok=True)
+# One model type for both recommenders: LoraRecommender.from_pretrained builds the class the config's `kind` names.
+AutoConfig.register(RecommenderConfig.model_type, RecommenderConfig, exist_ok=True)
+AutoModel.register(RecommenderConfig, LoraRecommender, exist_ok=True)
 
 __all__ = [
     "DEFAULT_BACKBONE",
     "FAMILIES",
+    "HeadRecommender",
+    "LoraRecommender",
+    "RecommenderConfig",
     "AdapterSpec",
     "BackboneFamily",
     "IntegratorSize",

@@ -7,11 +7,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from transformers import AutoModel
+
 from configuration_xcross import XCrossConfig
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
 from .errors import XCrossError
-from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
 from .modeling_xcross import XCrossForSequentialRecommendation
 
@@ -44,25 +45,23 @@ def model_backbone(model) -> str:
 
 
 def load_trained_model(directory: Path):
-    """An X-Cross checkpoint or a recommender with a head (current or legacy format), and its backbone name."""
+    """The model a run directory holds, whatever its kind (X-Cross, LoRA or head recommender; current or legacy
+    format), loaded by the Auto classes, and its backbone name; a directory of no such kind is refused, saying why."""
     directory = Path(directory)
     config_file = directory / CONFIG_NAME
     model_type = read_json(config_file).get("model_type") if config_file.is_file() else None
-    if model_type == XCrossConfig.model_type:
-        if not (directory / WEIGHTS_NAME).is_file():
-            raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
-                                "finish saving. Rerun that run's command to finish it.")
-        model = XCrossForSequentialRecommendation.from_pretrained(directory).eval()
-        return model, model.config.base_model_name_or_path
-    if model_type is not None and model_type != RecommenderConfig.model_type:
+    if model_type is None and not (directory / LEGACY_CONFIG_NAME).is_file():
+        raise ModelDirError(f"--model-dir {directory} holds neither a recommender nor an X-Cross checkpoint "
+                            f"({CONFIG_NAME} of model_type {RecommenderConfig.model_type!r} or "
+                            f"{XCrossConfig.model_type!r}, or a legacy {LEGACY_CONFIG_NAME}); pass the output directory "
+                            "of a finished `xcross train-adapter`, `train-head` or `train` run.")
+    if model_type not in (None, XCrossConfig.model_type, RecommenderConfig.model_type):
         raise ModelDirError(f"--model-dir {directory}: {CONFIG_NAME} has model_type {model_type!r}, not "
                             f"{XCrossConfig.model_type!r} (an `xcross train` run) or {RecommenderConfig.model_type!r} (a "
                             "`train-adapter` or `train-head` run); pass the output directory of such a run.")
-    if model_type == RecommenderConfig.model_type or (directory / LEGACY_CONFIG_NAME).is_file():
-        kind = LoraRecommender.saved_config(directory).kind
-        model = (HeadRecommender if kind == HEAD_RECOMMENDER_KIND else LoraRecommender).from_pretrained(directory)
-        return model, model.backbone_name
-    raise ModelDirError(f"--model-dir {directory} holds neither a recommender nor an X-Cross checkpoint "
-                        f"({CONFIG_NAME} of model_type {RecommenderConfig.model_type!r} or {XCrossConfig.model_type!r}, "
-                        f"or a legacy {LEGACY_CONFIG_NAME}); pass the output directory of a finished "
-                        "`xcross train-adapter`, `train-head` or `train` run.")
+    if model_type == XCrossConfig.model_type and not (directory / WEIGHTS_NAME).is_file():
+        raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
+                            "finish saving. Rerun that run's command to finish it.")
+    # A legacy recommender directory has no config.json for AutoModel to read; LoraRecommender reads either format.
+    model = (AutoModel if model_type is not None else LoraRecommender).from_pretrained(directory).eval()
+    return model, model_backbone(model)

@@ -40,6 +40,8 @@ def merge_sources(backbone: str, sources: list[Path]) -> PeftModel:
 class HeadRecommender(LoraRecommender):
     """A trained head on a frozen encoder (bare base, or base + merged sources); nothing else is trained."""
 
+    kind = HEAD_RECOMMENDER_KIND
+
     def __init__(self, config: RecommenderConfig, encoder):
         encoder.requires_grad_(False)
         super().__init__(config, encoder)
@@ -62,8 +64,8 @@ class HeadRecommender(LoraRecommender):
         return cls(config, encoder)
 
     @classmethod
-    def load_encoder(cls, directory: Path, config: RecommenderConfig):
-        encoder = load_base_model(config.backbone)
+    def load_encoder(cls, directory: Path, config: RecommenderConfig, **base_kwargs):
+        encoder = load_base_model(config.backbone, **base_kwargs)
         if config.merged_from:
             encoder = load_peft_adapter(encoder, directory / MERGED_ADAPTER, adapter_name=MERGED_ADAPTER)
         return encoder

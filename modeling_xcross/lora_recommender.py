@@ -23,13 +23,15 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
-from configuration_xcross.configuration_xcross import check_scoring_fields, default_pooling
+from configuration_xcross.configuration_xcross import (PAPER_SCORING, SavedScoringDefaults, XCrossConfig,
+                                                       check_scoring_fields, default_pooling)
 
 from .adapters import PEFT_PREFIX, load_lora_adapter
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_save_dir, atomic_write, read_json, read_safetensors
 from .errors import CheckpointError
 from .families import family_for
 from .head import check_inputs, pool_hidden_states, score_candidates, scoring_head
+from .load_options import LoadOptions, saved_directory
 from .modeling_xcross import XCrossRecommendationOutput, load_base_model
 from .packaged_models import canonical_model_name
 from .recommending import CatalogueRecommendationMixin
@@ -60,21 +62,21 @@ def load_peft_adapter(model: nn.Module, directory: str | Path, adapter_name: str
 
 
 @strict
-class RecommenderConfig(PreTrainedConfig):
+class RecommenderConfig(SavedScoringDefaults, PreTrainedConfig):
     """A recommender on a frozen base: its backbone (Hub id or path), scoring form, pooling and prompt length (as in
-    `XCrossConfig`), kind, and the adapters merged into its encoder (head-only baselines)."""
+    `XCrossConfig`, with its defaults), kind, and the adapters merged into its encoder (head-only baselines)."""
 
     model_type = "xcross-recommender"
 
     backbone: str | None = None
-    scoring: str = "cross"
+    scoring: str = XCrossConfig.scoring
     pooling: str = "cls"
-    temperature: float | int = 0.05
-    history_encoding: str = "text"
-    history_decay: float | int = 1.0
-    popularity_weight: float | int | None = None
+    temperature: float | int = XCrossConfig.temperature
+    history_encoding: str = XCrossConfig.history_encoding
+    history_decay: float | int = XCrossConfig.history_decay
+    popularity_weight: float | int | None = XCrossConfig.popularity_weight
     center_representations: bool = False
-    max_length: int = 128
+    max_length: int = XCrossConfig.max_length
     kind: str = LORA_RECOMMENDER_KIND
     merged_from: list[str] | None = None
 
@@ -82,8 +84,8 @@ class RecommenderConfig(PreTrainedConfig):
         check_scoring_fields(self)
 
 
-def recommender_config(backbone: str, model_type: str, scoring: str = "cross", pooling: str | None = None,
-                       **settings) -> RecommenderConfig:
+def recommender_config(backbone: str, model_type: str, scoring: str = XCrossConfig.scoring,
+                       pooling: str | None = None, **settings) -> RecommenderConfig:
     """The config of a new recommender, with pooling resolved by `default_pooling`, as X-Cross resolves it;
     `settings`: the other `RecommenderConfig` fields."""
     pooling = pooling or default_pooling(scoring, family_for(model_type).default_pooling)
@@ -96,6 +98,7 @@ class LoraRecommender(CatalogueRecommendationMixin, PreTrainedModel):
 
     config_class = RecommenderConfig
     main_input_name = "input_ids"
+    kind = LORA_RECOMMENDER_KIND  # the `RecommenderConfig.kind` this class loads
 
     def __init__(self, config: RecommenderConfig, peft_model: PeftModel):
         super().__init__(config)
@@ -140,18 +143,45 @@ class LoraRecommender(CatalogueRecommendationMixin, PreTrainedModel):
         return cls(recommender_config(backbone, base.config.model_type, **scoring), get_peft_model(base, lora))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "LoraRecommender":
-        """The recommender a directory holds, in the current format or the legacy one."""
-        directory = Path(directory)
-        config = cls.saved_config(directory)
-        model = cls(config, cls.load_encoder(directory, config))
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
+                        config: RecommenderConfig | None = None, dtype: torch.dtype | str | None = None,
+                        device_map: str | int | torch.device | dict | None = None, **kwargs) -> "LoraRecommender":
+        """The recommender a directory or Hub repo holds (a directory may be in the legacy format), as the class its
+        config's `kind` names, so `LoraRecommender.from_pretrained` and `AutoModel.from_pretrained` load head
+        recommenders too. The standard arguments apply as for X-Cross: `revision`, `token`, `cache_dir`,
+        `local_files_only`, `force_download`, `subfolder`, `dtype` (the base and the trained weights) and
+        `device_map` (one device)."""
+        if model_args:
+            raise TypeError(f"Unexpected positional arguments {model_args}.")
+        options = LoadOptions.take(kwargs, "The recommender", dtype, device_map)
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for {cls.__name__}.from_pretrained: {sorted(kwargs)}.")
+        directory = saved_directory(pretrained_model_name_or_path, options.hub_kwargs)
+        config = config or cls.saved_config(directory)
+        model_class = cls.class_for_kind(config.kind, directory)
+        encoder = model_class.load_encoder(directory, config, dtype=options.dtype, **options.download_kwargs)
+        model = model_class(config, encoder)
         legacy_head = directory / LEGACY_HEAD_WEIGHTS_NAME
         if (directory / WEIGHTS_NAME).is_file():
             model.load_trained_weights(read_safetensors(directory / WEIGHTS_NAME), directory / WEIGHTS_NAME)
         else:
             model.head.load_state_dict(read_safetensors(legacy_head))
-        model.name_or_path = str(directory)  # as transformers records it: `recommend` caches item vectors there
+        model = model.to(dtype=options.dtype, device=options.device)
+        # As transformers records it; for a directory, where `recommend` caches item vectors and finds the tokenizer.
+        model.name_or_path = str(directory if Path(pretrained_model_name_or_path).is_dir() else
+                                 pretrained_model_name_or_path)
         return model.eval()
+
+    @classmethod
+    def class_for_kind(cls, kind: str, source: Path) -> type["LoraRecommender"]:
+        """This class or the subclass whose `kind` a saved config names."""
+        classes = [cls, *cls.__subclasses__()]
+        for model_class in classes:
+            if model_class.kind == kind:
+                return model_class
+        raise CheckpointError(f"{source} holds a recommender of kind {kind!r}, which {cls.__name__} does not load "
+                              f"(it loads {[model_class.kind for model_class in classes]}); load it with "
+                              "AutoModel.from_pretrained or LoraRecommender.from_pretrained.")
 
     @staticmethod
     def saved_config(directory: Path) -> RecommenderConfig:
@@ -159,15 +189,16 @@ class LoraRecommender(CatalogueRecommendationMixin, PreTrainedModel):
             return RecommenderConfig.from_json_file(directory / CONFIG_NAME)
         if (directory / LEGACY_CONFIG_NAME).is_file():
             settings = read_json(directory / LEGACY_CONFIG_NAME)
-            return RecommenderConfig(backbone=settings["backbone"], pooling=settings["pooling"],
+            return RecommenderConfig(**PAPER_SCORING, backbone=settings["backbone"], pooling=settings["pooling"],
                                      kind=settings.get("kind", LORA_RECOMMENDER_KIND),
                                      merged_from=settings.get("merged_from"))
         raise FileNotFoundError(f"{directory} holds neither {CONFIG_NAME} nor {LEGACY_CONFIG_NAME}: it is not a saved "
                                 "recommender. Pass the output directory of `xcross train-adapter` or `train-head`.")
 
     @classmethod
-    def load_encoder(cls, directory: Path, config: RecommenderConfig):
-        return load_peft_adapter(load_base_model(config.backbone), directory)
+    def load_encoder(cls, directory: Path, config: RecommenderConfig, **base_kwargs):
+        """The encoder of a saved recommender; `base_kwargs` (dtype, Hub arguments) reach `load_base_model`."""
+        return load_peft_adapter(load_base_model(config.backbone, **base_kwargs), directory)
 
     def load_trained_weights(self, weights: dict[str, torch.Tensor], source: Path) -> None:
         """Load the trained weights of `model.safetensors`, refusing a file that lacks any or holds others."""

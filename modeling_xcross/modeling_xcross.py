@@ -27,6 +27,7 @@ from .families import bare_base_model, family_for
 from .head import SimilarityHead, check_inputs, pool_hidden_states, score_candidates, scoring_head
 from .hub import push_xcross
 from .layer import XCrossLayer
+from .load_options import LoadOptions
 from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
                         targeted_linears)
 from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path, same_backbone
@@ -38,28 +39,6 @@ from .shared_prefix import shared_prefix_logits
 logger = logging.get_logger(f"transformers.{__name__}")
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
-HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "proxies", "revision", "subfolder", "token")
-# The subset that also applies to the base model and the adapters a checkpoint refers to (each has its own revision).
-DOWNLOAD_KWARGS = ("cache_dir", "force_download", "local_files_only", "token")
-# Arguments the Auto classes pass along, and `low_cpu_mem_usage`, which transformers 5 accepts and ignores too.
-_IGNORED_LOAD_KWARGS = ("trust_remote_code", "_from_auto", "adapter_kwargs", "code_revision", "_commit_hash",
-                        "low_cpu_mem_usage")
-# Standard `from_pretrained` arguments that cannot apply to X-Cross, with the reason given to the caller.
-_UNSUPPORTED_LOAD_KWARGS = {
-    "quantization_config": "the frozen base is loaded by X-Cross itself, unquantized",
-    "gguf_file": "an X-Cross checkpoint is safetensors; convert a GGUF base first (python -m conversion.gguf_to_hf)",
-    "variant": "an X-Cross checkpoint has a single model.safetensors",
-    "tp_plan": "the n stacked adapter streams run on one device",
-    "tp_size": "the n stacked adapter streams run on one device",
-    "device_mesh": "the n stacked adapter streams run on one device",
-    "max_memory": "the whole model goes to one device (device_map='auto' picks it)",
-    "offload_folder": "the whole model goes to one device (device_map='auto' picks it)",
-    "offload_buffers": "the whole model goes to one device (device_map='auto' picks it)",
-    "key_mapping": "X-Cross checkpoint keys are fixed by the model",
-    "from_tf": "X-Cross checkpoints are safetensors only",
-    "from_flax": "X-Cross checkpoints are safetensors only",
-}
-
 AdapterSource = str | os.PathLike | tuple[str, str | None]
 
 
@@ -581,16 +560,8 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         """
         if model_args:
             raise TypeError(f"Unexpected positional arguments {model_args}.")
-        unsupported = sorted(set(kwargs) & set(_UNSUPPORTED_LOAD_KWARGS))
-        if unsupported:
-            raise ValueError(f"X-Cross from_pretrained does not support `{unsupported[0]}`: "
-                             f"{_UNSUPPORTED_LOAD_KWARGS[unsupported[0]]}.")
-        device = _single_device(device_map)
-        dtype = kwargs.pop("torch_dtype", None) if dtype is None else dtype
-        dtype = torch.float32 if dtype in (None, "auto") else getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
-        for key in _IGNORED_LOAD_KWARGS:
-            kwargs.pop(key, None)
+        options = LoadOptions.take(kwargs, "X-Cross", dtype, device_map)
+        hub_kwargs, dtype, device = options.hub_kwargs, options.dtype, options.device
         if config is None:
             config, kwargs = XCrossConfig.from_pretrained(pretrained_model_name_or_path, return_unused_kwargs=True,
                                                           **hub_kwargs, **kwargs)
@@ -600,7 +571,7 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, **hub_kwargs)
         state_dict = read_safetensors(weights_file)
         groups = {weight_group(key) for key in state_dict}
-        download_kwargs = {key: value for key, value in hub_kwargs.items() if key in DOWNLOAD_KWARGS}
+        download_kwargs = options.download_kwargs
         # AutoModel hands attn_implementation to the config, which passes it on to base_config.
         attn_implementation = attn_implementation or config._attn_implementation
         backbone_kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
@@ -639,24 +610,3 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
             check_stored_ranks(self._lora_banks, self.adapter_names, source)
         return {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
 
-
-def _as_device(value: str | int | torch.device) -> torch.device:
-    return torch.device("cuda", value) if isinstance(value, int) else torch.device(value)
-
-
-def _single_device(device_map: str | int | torch.device | dict | None) -> torch.device | None:
-    """The one device a `device_map` names: X-Cross runs its n streams stacked, so it is never split."""
-    if device_map is None:
-        return None
-    if isinstance(device_map, dict):
-        devices = {_as_device(value) for value in device_map.values()}
-        if len(devices) != 1:
-            raise ValueError(f"device_map {device_map} splits the model over {sorted(map(str, devices))}; X-Cross runs "
-                             "its stacked adapter streams on one device: pass one device ('cuda:0', 'cpu' or 'auto').")
-        return devices.pop()
-    if device_map == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device_map in ("balanced", "balanced_low_0", "sequential"):
-        raise ValueError(f"device_map={device_map!r} spreads the model over devices; X-Cross runs its stacked "
-                         "adapter streams on one device: pass 'auto' or a device.")
-    return _as_device(device_map)

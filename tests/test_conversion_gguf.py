@@ -15,6 +15,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer  # noqa:
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
 from conversion.gguf_to_hf import GgufConversionError, convert_gguf, main, packaged_gguf_file  # noqa: E402
+from configuration_xcross import PAPER_SCORING
 from modeling_xcross import XCrossForSequentialRecommendation  # noqa: E402
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 32, 2, 4, 2, 64
@@ -93,7 +94,7 @@ def test_converted_dir_is_an_xcross_base(converted, tmp_path):
         lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
         get_peft_model(AutoModel.from_pretrained(converted), lora).save_pretrained(tmp_path / name)
         adapters[name] = tmp_path / name
-    model = XCrossForSequentialRecommendation.from_adapters(str(converted), adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(str(converted), adapters, **PAPER_SCORING).eval()
     ids = torch.randint(0, 256, (1, 3, 6))
     assert model(ids, attention_mask=torch.ones_like(ids)).logits.shape == (1, 3)
 

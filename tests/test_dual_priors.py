@@ -97,7 +97,7 @@ def test_recommend_with_a_prior_scores_like_candidate_lists(tiny_backbone, tmp_p
     counts = {"drill 7": 9, "tent": 2, "hammer": 30}
     torch.manual_seed(0)
     model = LoraRecommender.create(str(tiny_backbone), scoring="dual", history_encoding="items", history_decay=0.5,
-                                   popularity_weight=2.0, max_length=32).eval()
+                                   popularity_weight=2.0, max_length=32, temperature=0.05).eval()
     history = ["saw blade", "toy car"]
     top = model.recommend([history], titles, top_k=6, popularity=counts)[0]
     others = [title for title in titles if title not in history]

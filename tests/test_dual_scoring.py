@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, AutoTokenizer
 
+from configuration_xcross import PAPER_SCORING
 from conftest import TARGETS, random_inputs, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.head import pool_hidden_states
@@ -18,8 +19,8 @@ from modeling_xcross.inference.collator import RecommendationCollator
 
 
 def _dual(tiny, adapter_dirs, **overrides):
-    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, adapter_dirs, scoring="dual",
-                                                           **overrides).eval()
+    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, adapter_dirs,
+                                                           **{**PAPER_SCORING, "scoring": "dual", **overrides}).eval()
 
 
 def _fresh_adapter(directory, tiny):
@@ -89,7 +90,8 @@ def test_dual_inputs_of_the_wrong_form_are_refused(tiny, inputs, message):
 
 
 def test_cross_model_refuses_candidate_inputs(tiny):
-    model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {"toys": tiny.adapter_dirs["toys"]})
+    model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {"toys": tiny.adapter_dirs["toys"]},
+                                                            **PAPER_SCORING)
     with pytest.raises(ValueError, match="candidate_input_ids, history_weights and candidate_popularity are for dual scoring"):
         model(torch.ones(2, 3, 6, dtype=torch.long), candidate_input_ids=torch.ones(2, 3, 4, dtype=torch.long))
 

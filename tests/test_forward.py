@@ -8,13 +8,15 @@ import torch.nn.functional as F
 from peft import PeftModel
 from transformers import AutoModel
 
+from configuration_xcross import PAPER_SCORING
 from conftest import make_adapter, make_base, random_inputs, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 
 
 def build(tiny, names=("toys", "sports"), **overrides):
     adapters = {name: tiny.adapter_dirs[name] for name in names}
-    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, adapters, **overrides).eval()
+    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, adapters,
+                                                           **{**PAPER_SCORING, **overrides}).eval()
 
 
 def peft_model_with(tiny, names):
@@ -179,7 +181,7 @@ def test_roberta_family_streams_match_peft(tmp_path):
     base_dir = make_base(tmp_path / "base", "roberta")
     adapters = {name: make_adapter(tmp_path / name, base_dir, seed=seed, family="roberta")
                 for name, seed in (("a", 1), ("b", 2))}
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, **PAPER_SCORING).eval()
     input_ids, attention_mask = random_inputs(1, 2, 6, family="roberta")
     with torch.no_grad():
         fused = model(input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states

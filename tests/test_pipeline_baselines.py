@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 
+from configuration_xcross import PAPER_SCORING
 from conftest import SMALL, make_base, make_tokenizer
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.head_recommender import HeadRecommender, merge_sources
@@ -162,7 +163,7 @@ def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir,
     domain = load_domain(data_dir, "Tools")
     counts = title_counts(domain, sorted(domain.train)) if "popularity_weight" in scoring else None
     samples = EvalSamples(domain, build_eval_lists(domain, "test", sorted(domain.test)[:5], seed=1), counts)
-    fresh = LoraRecommender.create(str(tiny_backbone), scoring="dual", **scoring).eval()
+    fresh = LoraRecommender.create(str(tiny_backbone), **{**PAPER_SCORING, "scoring": "dual", **scoring}).eval()
     examples = [samples[index] for index in range(len(samples))]
     collator = collator_for(str(tiny_backbone), 48, domain.titles.values(), "dual", fresh.config.history_encoding,
                             fresh.config.history_decay)
@@ -171,7 +172,7 @@ def test_untrained_dual_recommender_scores_like_the_untrained_baseline(data_dir,
                                expected, atol=1e-4, rtol=1e-4)
     if counts is not None:  # the prior moved the scores: popularity_weight * log(1 + count) on top of the cosine
         plain = LoraRecommender.create(str(tiny_backbone), scoring="dual", history_encoding="items",
-                                       history_decay=0.5, temperature=0.2).eval()
+                                       history_decay=0.5, temperature=0.2, popularity_weight=None).eval()
         without = dual_scores(plain, collator, [{key: value for key, value in example.items()
                                                  if key != "candidate_popularity"} for example in examples])
         prior = 1.5 * torch.log1p(torch.tensor([example["candidate_popularity"] for example in examples]))

@@ -43,7 +43,7 @@ def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, t
     assert (config.history_encoding, config.popularity_weight) == ("items", 1.0), "the CLI's default dual settings"
     xcross = XCrossForSequentialRecommendation.from_adapters(
         tiny_backbone, {"toys": adapters / "toys"}, scoring="dual", history_encoding=config.history_encoding,
-        history_decay=config.history_decay, popularity_weight=config.popularity_weight).eval()
+        history_decay=config.history_decay, popularity_weight=config.popularity_weight, temperature=0.05).eval()
     xcross.head.load_state_dict(recommender.head.state_dict())
     # Two histories of 3 and 2 items (5 item titles), 3 candidates each with their counts.
     inputs = {"input_ids": torch.randint(5, 80, (5, 10)), "candidate_input_ids": torch.randint(5, 80, (2, 3, 6)),

@@ -18,6 +18,7 @@ from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments
 from transformers.testing_utils import CaptureLogger
 from transformers.utils import logging as transformers_logging
 
+from configuration_xcross import PAPER_SCORING
 from conftest import WORDS, make_adapter, make_base, make_tokenizer, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.modeling_xcross import logger as xcross_logger
@@ -99,7 +100,8 @@ def model(hub, sources):
         api.create_repo(repo)
         api.upload_folder(repo_id=repo, folder_path=sources[folder])
     model = XCrossForSequentialRecommendation.from_adapters(
-        "org/tiny-bert", {"toys": "org/toys-lora", "tools": "org/tools-lora"}, beta=0.5, max_length=12).eval()
+        "org/tiny-bert", {"toys": "org/toys-lora", "tools": "org/tools-lora"}, beta=0.5, max_length=12,
+                                                            **PAPER_SCORING).eval()
     randomize_integrator(model, seed=3)
     return model
 
@@ -126,7 +128,7 @@ def test_every_way_of_saving_loads_without_the_package(model, sources, tmp_path)
 def test_saved_config_carries_the_prompt_and_a_local_base_warns(sources, tmp_path):
     model = XCrossForSequentialRecommendation.from_adapters(sources["base"], {"toys": sources["toys"]},
                                                             prompt={"separator": " | ", "decoder_prefix": "History:",
-                                                                    "decoder_suffix": " Next: "})
+                                                                    "decoder_suffix": " Next: "}, **PAPER_SCORING)
     with CaptureLogger(xcross_logger) as captured:
         model.save_pretrained(tmp_path / "local")
     assert "by local path" in captured.out and "include_base=True" in captured.out
@@ -149,7 +151,7 @@ def test_saved_config_carries_the_prompt_and_a_local_base_warns(sources, tmp_pat
 
 
 def test_tokenizer_given_is_saved_and_a_base_without_one_warns(sources, tmp_path):
-    model = XCrossForSequentialRecommendation.from_adapters(sources["base"], {"toys": sources["toys"]})
+    model = XCrossForSequentialRecommendation.from_adapters(sources["base"], {"toys": sources["toys"]}, **PAPER_SCORING)
     tokenizer = AutoTokenizer.from_pretrained(sources["base"], model_max_length=77)
     model.save_pretrained(tmp_path / "given", tokenizer=tokenizer)
     assert AutoTokenizer.from_pretrained(tmp_path / "given").model_max_length == 77
@@ -158,7 +160,7 @@ def test_tokenizer_given_is_saved_and_a_base_without_one_warns(sources, tmp_path
     assert AutoTokenizer.from_pretrained(tmp_path / "attached").model_max_length == 77
 
     bare = make_base(tmp_path / "bare-base", "bert")  # no tokenizer files
-    model = XCrossForSequentialRecommendation.from_adapters(bare, {"toys": sources["toys"]})
+    model = XCrossForSequentialRecommendation.from_adapters(bare, {"toys": sources["toys"]}, **PAPER_SCORING)
     with CaptureLogger(xcross_logger) as captured:
         model.save_pretrained(tmp_path / "no-tokenizer", include_base=True)
     assert "No tokenizer saved" in captured.out and "tokenizer=" in captured.out

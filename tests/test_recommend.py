@@ -34,7 +34,9 @@ def models(tiny_backbone, tmp_path_factory):
     adapters = {name: make_adapter(root / name, tiny_backbone, seed) for name, seed in (("a", 1), ("b", 2))}
     built = {}
     for scoring in ("dual", "cross"):
-        model = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, adapters, scoring=scoring, max_length=32)
+        model = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, adapters, scoring=scoring, max_length=32,
+                                                                temperature=0.05, history_encoding="text", history_decay=1.0,
+                                                                popularity_weight=None)
         randomize_integrator(model)
         if scoring == "cross":  # a head that spreads the scores, as a trained one does (init: std 0.02)
             with torch.no_grad():
@@ -42,7 +44,8 @@ def models(tiny_backbone, tmp_path_factory):
                     parameter.normal_(0.0, 1.0)
         built[f"xcross-{scoring}"] = model.eval()
     torch.manual_seed(0)
-    lora = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32)
+    lora = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32,
+                                  temperature=0.05, history_encoding="text", history_decay=1.0, popularity_weight=None)
     with torch.no_grad():
         for name, parameter in lora.named_parameters():
             if "lora_B" in name:

@@ -16,6 +16,7 @@ import torch
 from peft.config import PeftConfigMixin
 from transformers import TrainerCallback
 
+from configuration_xcross import PAPER_SCORING
 from conftest import SMALL, make_adapter, make_base, make_domain, random_inputs
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.checkpoint import atomic_write
@@ -177,7 +178,8 @@ def xcross_dir(adapters, tiny_backbone, tmp_path) -> Path:
     """An X-Cross checkpoint over two adapters of ranks 4 and 2 (the bank pads the second to rank 4)."""
     sources = {name: make_adapter(tmp_path / name, tiny_backbone, seed=seed, r=r)
                for name, seed, r in (("wide", 1, 4), ("narrow", 2, 2))}
-    XCrossForSequentialRecommendation.from_adapters(tiny_backbone, sources).save_pretrained(tmp_path / "xcross")
+    XCrossForSequentialRecommendation.from_adapters(tiny_backbone, sources,
+                                                    **PAPER_SCORING).save_pretrained(tmp_path / "xcross")
     return tmp_path / "xcross"
 
 
@@ -320,7 +322,7 @@ def test_ambiguous_item_ids_are_refused(tmp_path, problem):
 def test_decoder_forward_uses_no_deprecated_transformers_call(tmp_path):
     base = make_base(tmp_path / "llama", "llama")
     adapter = make_adapter(tmp_path / "lora", base, seed=1, family="llama")
-    model = XCrossForSequentialRecommendation.from_adapters(base, {"a": adapter, "b": adapter})
+    model = XCrossForSequentialRecommendation.from_adapters(base, {"a": adapter, "b": adapter}, **PAPER_SCORING)
     input_ids, attention_mask = random_inputs(2, 3, 5, pad_from=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)

@@ -65,7 +65,8 @@ def test_training_sets_the_centre_and_the_saved_model_carries_it(data_dir, decod
 
     # The centre is the mean representation of the train users' titles under the untrained model (same seed).
     untrained = LoraRecommender.create(str(decoder_backbone), seed=0, scoring="dual", history_encoding="items",
-                                       popularity_weight=1.0, center_representations=True, max_length=48).eval()
+                                       popularity_weight=1.0, center_representations=True, max_length=48,
+                                       temperature=0.05, history_decay=1.0).eval()
     domain = load_domain(data_dir, "Tools")
     users = split_users(domain, 4, 0, 16, 6)
     titles = sorted({domain.titles[item] for user in users["train"] for item in domain.train[user]})
@@ -110,7 +111,7 @@ def test_centre_is_fitted_without_dropout_and_keeps_the_training_mode(tmp_path):
     """A backbone with dropout (MiniLM has 0.1) gives the centre of the representations the model scores with."""
     backbone = make_tokenizer(make_base(tmp_path / "bert", "bert", hidden_dropout_prob=0.5))
     model = LoraRecommender.create(str(backbone), scoring="dual", history_encoding="items", popularity_weight=1.0,
-                                   center_representations=True, max_length=32)
+                                   center_representations=True, max_length=32, temperature=0.05, history_decay=1.0)
     collator = model_collator(model, 32)
     titles = ["red ball", "drill kit", "saw blade", "tent", "bike lamp", "rope"]
     model.train()

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoConfig, AutoModel
 
+from configuration_xcross import PAPER_SCORING
 from conftest import make_adapter, make_base, random_inputs, randomize_integrator
 from modeling_xcross import XCrossConfig, XCrossForSequentialRecommendation
 
@@ -19,7 +20,7 @@ def trained(tiny, tmp_path):
     """An X-Cross model whose integrator moved away from its initialisation, and its logits on fixed inputs."""
     model = XCrossForSequentialRecommendation.from_adapters(
         tiny.base_dir, {"toys": tiny.adapter_dirs["toys"], "tools": tiny.adapter_dirs["tools"]}, beta=0.5, gamma=0.25
-    ).eval()
+, **PAPER_SCORING).eval()
     randomize_integrator(model, seed=7)
     inputs = random_inputs(2, 3, 6, pad_from=4)
     with torch.no_grad():
@@ -84,7 +85,7 @@ def own_base_model(tiny, tmp_path):
     base_dir = make_base(tmp_path / "base", tiny.family, seed=5)
     adapters = {name: make_adapter(tmp_path / name, base_dir, seed=seed, family=tiny.family)
                 for name, seed in (("a", 1), ("b", 2))}
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters).eval()
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, **PAPER_SCORING).eval()
     randomize_integrator(model)
     inputs = random_inputs(1, 2, 5)
     return base_dir, adapters, model, inputs

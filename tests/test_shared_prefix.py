@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from configuration_xcross import PAPER_SCORING
 from benchmarks.shared_prefix import main as benchmark_main
 from conftest import make_adapter, make_base, make_tokenizer, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
@@ -39,7 +40,8 @@ def decoder(tmp_path_factory):
 
 def build(decoder, num_adapters: int) -> XCrossForSequentialRecommendation:
     base_dir, adapters, _ = decoder
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, dict(list(adapters.items())[:num_adapters]))
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, dict(list(adapters.items())[:num_adapters]),
+                                                            **PAPER_SCORING)
     randomize_integrator(model, seed=num_adapters)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a head of trained size, so that float errors inside show in the scores
@@ -99,7 +101,8 @@ def test_evaluation_scores_decoders_on_shared_prefixes(decoder, monkeypatch):
 
 
 def test_encoders_and_wrong_batches_are_refused(tiny, decoder):
-    model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {"toys": tiny.adapter_dirs["toys"]})
+    model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {"toys": tiny.adapter_dirs["toys"]},
+                                                            **PAPER_SCORING)
     batch = without_labels(decoder[2].shared_prefix_batch(EXAMPLES))
     if tiny.family == "bert":
         assert not model.supports_shared_prefix

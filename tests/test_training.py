@@ -7,12 +7,14 @@ import warnings
 import pytest
 import torch
 
+from configuration_xcross import PAPER_SCORING
 from conftest import random_inputs, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
 
 
 def build(tiny, names=("toys", "sports")):
-    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {n: tiny.adapter_dirs[n] for n in names})
+    return XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, {n: tiny.adapter_dirs[n] for n in names},
+                                                           **PAPER_SCORING)
 
 
 def integrator_names(model):

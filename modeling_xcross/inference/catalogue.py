@@ -26,6 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers.utils import logging
 
+from configuration_xcross import PAPER_SCORING
+
 from ..auto_loading import load_popularity, model_backbone
 from ..checkpoint import atomic_write
 from ..errors import XCrossError
@@ -232,12 +234,13 @@ def default_cache_dir(model) -> Path | None:
 
 
 def similarity_model(backbone: str, **scoring) -> HeadRecommender:
-    """The untrained backbone in dual scoring, a history the mean of its titles' representations (mean-pooled
-    cosine): the similarity baseline and the default first stage of cross-scoring models; `scoring`: other
+    """The untrained backbone in dual scoring, a history the plain mean of its titles' representations (mean-pooled
+    cosine, no prior): the similarity baseline and the default first stage of cross-scoring models; `scoring`: other
     `RecommenderConfig` fields (history_decay, temperature, popularity_weight, or another history_encoding). `create` seeds torch; the caller's
     random state is kept."""
+    settings = {**PAPER_SCORING, "scoring": "dual", "history_encoding": "items", **scoring}
     with torch.random.fork_rng(devices=[]):
-        return HeadRecommender.create(backbone, scoring="dual", **{"history_encoding": "items", **scoring}).eval()
+        return HeadRecommender.create(backbone, **settings).eval()
 
 
 def excluding(scores: torch.Tensor, excluded: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES
+from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES, XCrossConfig
 
 from ..auto_loading import ModelDirError
 from ..errors import XCrossError
@@ -32,14 +32,10 @@ from .domain_ranking import recommend_from_dir
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
 
-# Chosen on validation users (research/results.md, "Choosing the defaults").
-DEFAULT_SCORING = "dual"
+# Chosen on validation users (research/results.md, "Choosing the defaults"); the model's scoring defaults are
+# XCrossConfig's own, so a model built in Python scores as the one the commands train.
 DEFAULT_TRAIN_POSITIONS = "all"
 DEFAULT_FUSION_LEARNING_RATE = 1e-5
-DEFAULT_TEMPERATURE = 0.2
-DEFAULT_HISTORY_ENCODING = "items"
-DEFAULT_HISTORY_DECAY = 0.5
-DEFAULT_POPULARITY_WEIGHT = 1.0
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions (a bare ValueError among them) are bugs and keep their traceback.
@@ -142,7 +138,7 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="evaluations without a better validation MRR before stopping early; default: %(default)s")
     parser.add_argument("--save-steps", type=_positive_int, default=None,
                         help="evaluate and checkpoint every N steps instead of every epoch")
-    parser.add_argument("--scoring", choices=SCORING_MODES, default=DEFAULT_SCORING,
+    parser.add_argument("--scoring", choices=SCORING_MODES, default=XCrossConfig.scoring,
                         help="dual: history and candidate titles encoded separately, cosine over a learned "
                              "temperature, in-batch negatives; cross: the paper's (history, candidate) prompt read by "
                              "a pooler and score head; default: %(default)s")
@@ -163,17 +159,17 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
 
 def _dual_scoring(parser: argparse.ArgumentParser, history_encoding: bool = True) -> None:
     """The options of dual scoring's score (the untrained baselines always encode histories as items)."""
-    parser.add_argument("--temperature", type=_positive_float, default=DEFAULT_TEMPERATURE,
+    parser.add_argument("--temperature", type=_positive_float, default=XCrossConfig.temperature,
                         help="initial temperature of dual scoring (cosine / temperature; learned); default: "
                              "%(default)s")
     if history_encoding:
-        parser.add_argument("--history-encoding", choices=HISTORY_ENCODINGS, default=DEFAULT_HISTORY_ENCODING,
+        parser.add_argument("--history-encoding", choices=HISTORY_ENCODINGS, default=XCrossConfig.history_encoding,
                             help="dual scoring: items: a history is the recency-weighted mean of its titles' "
                                  "representations; text: one prompt of its titles; default: %(default)s")
-    parser.add_argument("--history-decay", type=_decay, default=DEFAULT_HISTORY_DECAY,
+    parser.add_argument("--history-decay", type=_decay, default=XCrossConfig.history_decay,
                         help="with --history-encoding items, the weight of an item k steps before the last is "
                              "decay ** k; default: %(default)s")
-    parser.add_argument("--popularity-weight", type=_weight_or_none, default=DEFAULT_POPULARITY_WEIGHT,
+    parser.add_argument("--popularity-weight", type=_weight_or_none, default=XCrossConfig.popularity_weight,
                         help="dual scoring: initial weight w of the learned prior w * log(1 + count in the train "
                              "histories); 'none' for no prior; default: %(default)s")
 
