@@ -11,6 +11,7 @@ from transformers import AutoModel
 
 from configuration_xcross import XCrossConfig
 
+from .adapters import ADAPTER_CONFIG_NAME
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_json
 from .errors import XCrossError
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
@@ -62,6 +63,8 @@ def load_trained_model(directory: Path):
     if model_type == XCrossConfig.model_type and not (directory / WEIGHTS_NAME).is_file():
         raise ModelDirError(f"--model-dir {directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}: its run did not "
                             "finish saving. Rerun that run's command to finish it.")
+    if (directory / ADAPTER_CONFIG_NAME).is_file():
+        read_json(directory / ADAPTER_CONFIG_NAME)  # AutoModel parses it first, with an error that names no file
     # A legacy recommender directory has no config.json for AutoModel to read; LoraRecommender reads either format.
     model = (AutoModel if model_type is not None else LoraRecommender).from_pretrained(directory).eval()
     return model, model_backbone(model)

@@ -10,6 +10,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from peft import IA3Config, get_peft_model
 from transformers import AutoModel, GPT2Config
 
+from configuration_xcross import PAPER_SCORING
 from conftest import make_adapter, make_base
 from modeling_xcross import XCrossConfig, XCrossForSequentialRecommendation
 
@@ -120,7 +121,7 @@ def test_invalid_adapter_entries_are_named():
 
 def test_bad_input_shapes_are_named(bert):
     _, base_dir, good = bert
-    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"good": good})
+    model = XCrossForSequentialRecommendation.from_adapters(base_dir, {"good": good}, **PAPER_SCORING)
     with pytest.raises(ValueError, match=r"input_ids must be \(batch, num_candidates, seq_len\)"):
         model(torch.zeros(5, dtype=torch.long))
 
