@@ -9,14 +9,10 @@ from .families import FAMILIES, BackboneFamily, family_for, supported_model_type
 from .head import RecommendationHead, pooled_positions
 from .layer import XCrossLayer, refine_streams
 from .lora_bank import LoraBankLinear
-from .modeling_xcross import (
-    IntegratorSize,
-    XCrossForSequentialRecommendation,
-    XCrossPreTrainedModel,
-    XCrossRecommendationOutput,
-    load_base_model,
-)
+from .modeling_xcross import XCrossForSequentialRecommendation, XCrossModel, XCrossPreTrainedModel
+from .outputs import IntegratorSize, XCrossModelOutput, XCrossRecommendationOutput
 from .packaged_models import DEFAULT_BACKBONE, resolve_model_path
+from .serialization import load_base_model
 
 AutoConfig.register(XCrossConfig.model_type, XCrossConfig, exist_ok=True)
 AutoModel.register(XCrossConfig, XCrossForSequentialRecommendation, exist_ok=True)
@@ -33,6 +29,8 @@ __all__ = [
     "XCrossConfig",
     "XCrossForSequentialRecommendation",
     "XCrossLayer",
+    "XCrossModel",
+    "XCrossModelOutput",
     "XCrossPreTrainedModel",
     "XCrossRecommendationOutput",
     "family_for",
