@@ -49,8 +49,9 @@ class XCrossPreTrainedModel(XCrossSerializationMixin, PreTrainedModel):
     # a saved directory loads with trust_remote_code=True where this package is not installed. None turns it off.
     _auto_class = "AutoModel"
     # The backbone's pooler is never used (X-Cross pools and scores with its own head): dropped from the model, and
-    # ignored in checkpoints saved before it was.
-    _keys_to_ignore_on_load_unexpected = [r"^backbone\.pooler\."]
+    # ignored in checkpoints saved before it was. A scoring head is ignored where the model has none: an XCrossModel
+    # loads from a saved XCrossForSequentialRecommendation.
+    _keys_to_ignore_on_load_unexpected = [r"^backbone\.pooler\.", r"^head\."]
     # On the CPU the stacked streams go through the blocks in passes whose widest activation (the MLP's
     # intermediate layer, n streams stacked) stays within this many bytes: larger ones fall out of the caches, and
     # glibc's allocator maps fresh pages for them on every pass. None runs every batch in one pass, as on GPUs.

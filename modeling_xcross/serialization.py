@@ -79,13 +79,15 @@ class LoadArguments:
 
 def parse_load_kwargs(kwargs: dict, dtype: torch.dtype | str | None = None,
                       device_map: str | int | torch.device | dict | None = None,
-                      unsupported: Mapping[str, str] = UNSUPPORTED_LOAD_KWARGS) -> LoadArguments:
-    """Sort `from_pretrained` keyword arguments, refusing those in `unsupported` (`{name: why}`) with the reason;
-    `torch_dtype` is read as `dtype`, and the arguments the Auto classes pass along are dropped."""
+                      unsupported: Mapping[str, str] = UNSUPPORTED_LOAD_KWARGS,
+                      caller: str = "X-Cross from_pretrained") -> LoadArguments:
+    """Sort the keyword arguments of a `from_pretrained` (`caller`, named in errors) that loads a model on one device,
+    refusing those in `unsupported` (`{name: why}`) with the reason; `torch_dtype` is read as `dtype`, and the
+    arguments the Auto classes pass along are dropped."""
     kwargs = dict(kwargs)
     refused = sorted(set(kwargs) & set(unsupported))
     if refused:
-        raise ValueError(f"X-Cross from_pretrained does not support `{refused[0]}`: {unsupported[refused[0]]}.")
+        raise ValueError(f"{caller} does not support `{refused[0]}`: {unsupported[refused[0]]}.")
     dtype = kwargs.pop("torch_dtype", None) if dtype is None else dtype
     dtype = torch.float32 if dtype in (None, "auto") else getattr(torch, dtype) if isinstance(dtype, str) else dtype
     hub_kwargs = {key: kwargs.pop(key) for key in HUB_KWARGS if key in kwargs}
