@@ -12,14 +12,10 @@ from .head_recommender import HeadRecommender
 from .layer import XCrossLayer, refine_streams
 from .lora_bank import LoraBankLinear
 from .lora_recommender import LoraRecommender, RecommenderConfig
-from .modeling_xcross import (
-    IntegratorSize,
-    XCrossForSequentialRecommendation,
-    XCrossPreTrainedModel,
-    XCrossRecommendationOutput,
-    load_base_model,
-)
+from .modeling_xcross import XCrossForSequentialRecommendation, XCrossModel, XCrossPreTrainedModel
+from .outputs import IntegratorSize, XCrossModelOutput, XCrossRecommendationOutput
 from .packaged_models import DEFAULT_BACKBONE, resolve_model_path
+from .serialization import load_base_model
 from . import inference  # noqa: F401  (registers the ranking behind `recommend`)
 
 AutoConfig.register(XCrossConfig.model_type, XCrossConfig, exist_ok=True)
@@ -43,6 +39,8 @@ __all__ = [
     "XCrossConfig",
     "XCrossForSequentialRecommendation",
     "XCrossLayer",
+    "XCrossModel",
+    "XCrossModelOutput",
     "XCrossPreTrainedModel",
     "XCrossRecommendationOutput",
     "family_for",

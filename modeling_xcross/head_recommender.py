@@ -16,7 +16,7 @@ from peft import PeftModel
 
 from .checkpoint import atomic_save_dir
 from .families import family_for
-from .modeling_xcross import load_base_model
+from .serialization import load_base_model
 from .packaged_models import canonical_model_name
 from .lora_recommender import LoraRecommender, RecommenderConfig, load_peft_adapter, recommender_config
 

@@ -32,7 +32,8 @@ from .errors import CheckpointError
 from .families import family_for
 from .head import check_inputs, pool_hidden_states, score_candidates, scoring_head
 from .load_options import LoadOptions, saved_directory
-from .modeling_xcross import XCrossRecommendationOutput, load_base_model
+from .outputs import XCrossRecommendationOutput
+from .serialization import load_base_model
 from .packaged_models import canonical_model_name
 from .recommending import CatalogueRecommendationMixin
 

@@ -1,107 +1,40 @@
-"""X-Cross: n domain LoRA adapters of one frozen base, integrated layer by layer by a small trainable integrator."""
+"""X-Cross: n domain LoRA adapters of one frozen base, integrated layer by layer by a small trainable integrator.
+
+As in transformers' `LlamaModel` / `LlamaForCausalLM`: [`XCrossModel`] runs the fused adapter streams and pools them,
+[`XCrossForSequentialRecommendation`] adds the scoring head and the loss. Saving and loading live in
+`serialization.py`.
+"""
 
 from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, Cache, PreTrainedModel
+from transformers import AutoModel, Cache, PreTrainedModel
 from transformers import initialization as init
-from transformers.dynamic_module_utils import custom_object_save
-from transformers.utils import ModelOutput, cached_file, logging
-from transformers.utils.hub import extract_commit_hash
 
 from configuration_xcross import XCrossConfig
 
 from .adapters import LoraAdapter, load_lora_adapter
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, WeightGroup, atomic_write, read_safetensors, weight_group
+from .checkpoint import WeightGroup, weight_group
 from .families import bare_base_model, family_for
 from .head import SimilarityHead, check_inputs, pool_hidden_states, score_candidates, scoring_head
-from .hub import push_xcross
 from .layer import XCrossLayer
-from .load_options import LoadOptions
-from .lora_bank import (LoraBankLinear, check_stored_ranks, install_lora_bank, load_adapter_into_bank,
-                        targeted_linears)
-from .packaged_models import PACKAGED_MODELS, canonical_model_name, resolve_model_path, same_backbone
+from .lora_bank import LoraBankLinear, install_lora_bank, load_adapter_into_bank, targeted_linears
+from .outputs import IntegratorSize, XCrossModelOutput, XCrossRecommendationOutput
+from .packaged_models import canonical_model_name, same_backbone
 from .recommending import CatalogueRecommendationMixin
-from .remote_code import AUTO_MAP, remote_code_files
+from .serialization import XCrossSerializationMixin, base_model_commit, load_base_model, logger
 from .shared_prefix import shared_prefix_logits
 
-# Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
-logger = logging.get_logger(f"transformers.{__name__}")
-
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 AdapterSource = str | os.PathLike | tuple[str, str | None]
 
 
-@dataclass
-class XCrossRecommendationOutput(ModelOutput):
-    """
-    Output of [`XCrossForSequentialRecommendation`].
-
-    Args:
-        loss (`torch.FloatTensor` of shape `()`, *optional*): Softmax cross-entropy over the candidates, when
-            `labels` is given.
-        logits (`torch.FloatTensor` of shape `(batch, num_candidates)`, or `(batch,)` for 2-D inputs): Scores.
-        hidden_states (`tuple(torch.FloatTensor)`, *optional*): The embeddings then one entry per block, each of shape
-            `(n, batch * num_candidates, seq_len, hidden_size)`: the refined state of every stream.
-        fusion_weights (`tuple(torch.FloatTensor)`, *optional*): The z of every integrated block, each of shape
-            `(batch * num_candidates, seq_len, n, 2, n - 1)`: `[..., m, 0, j]` the scale of domain m for its j-th
-            other domain, `[..., m, 1, j]` the matching interaction weight.
-    """
-
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    fusion_weights: tuple[torch.FloatTensor, ...] | None = None
-
-
-@dataclass(frozen=True)
-class IntegratorSize:
-    """The integrator's parameter count against one LoRA adapter of the given rank and targets (heads excluded)."""
-
-    fusion_weights: int
-    fusion_biases: int
-    domain_weights: int
-    lora_parameters: int
-
-    @property
-    def ratio(self) -> float:
-        """Fusion weight matrices / LoRA parameters: the paper's 25% at n=2, r=8 on query and value."""
-        return self.fusion_weights / self.lora_parameters
-
-    @property
-    def ratio_with_biases(self) -> float:
-        return (self.fusion_weights + self.fusion_biases + self.domain_weights) / self.lora_parameters
-
-
-def load_base_model(name_or_path: str, revision: str | None = None, dtype: torch.dtype | None = None,
-                    **hub_kwargs) -> PreTrainedModel:
-    """The bare transformer of a base checkpoint; packaged backbones resolve to their local copy."""
-    # AutoModel looks for a PEFT adapter_config.json with `adapter_kwargs` only: give it the cache settings too.
-    adapter_kwargs = {key: hub_kwargs[key] for key in ("cache_dir", "local_files_only") if key in hub_kwargs}
-    model = AutoModel.from_pretrained(resolve_model_path(name_or_path), revision=revision,
-                                      dtype=dtype or torch.float32, adapter_kwargs=adapter_kwargs, **hub_kwargs)
-    return bare_base_model(model)
-
-
-def base_model_commit(name_or_path: str, revision: str | None = None, **hub_kwargs) -> str | None:
-    """The commit `revision` of a Hub base resolves to (None for local and packaged bases), so it is recorded."""
-    if name_or_path in PACKAGED_MODELS or Path(name_or_path).exists():
-        return revision
-    config_file = cached_file(name_or_path, CONFIG_NAME, revision=revision, **hub_kwargs)
-    return extract_commit_hash(config_file, None) or revision
-
-
-class XCrossPreTrainedModel(PreTrainedModel):
+class XCrossPreTrainedModel(XCrossSerializationMixin, PreTrainedModel):
     config: XCrossConfig
     config_class = XCrossConfig
     base_model_prefix = "backbone"
@@ -110,8 +43,9 @@ class XCrossPreTrainedModel(PreTrainedModel):
     # a saved directory loads with trust_remote_code=True where this package is not installed. None turns it off.
     _auto_class = "AutoModel"
     # The backbone's pooler is never used (X-Cross pools and scores with its own head): dropped from the model, and
-    # ignored in checkpoints saved before it was.
-    _keys_to_ignore_on_load_unexpected = [r"^backbone\.pooler\."]
+    # ignored in checkpoints saved before it was. A scoring head is ignored where the model has none: an XCrossModel
+    # loads from a saved XCrossForSequentialRecommendation.
+    _keys_to_ignore_on_load_unexpected = [r"^backbone\.pooler\.", r"^head\."]
     # On the CPU the stacked streams go through the blocks in passes whose widest activation (the MLP's
     # intermediate layer, n streams stacked) stays within this many bytes: larger ones fall out of the caches, and
     # glibc's allocator maps fresh pages for them on every pass. None runs every batch in one pass, as on GPUs.
@@ -127,17 +61,17 @@ class XCrossPreTrainedModel(PreTrainedModel):
             init.constant_(module.logit_scale, math.log(1.0 / self.config.temperature))
             if module.popularity_weight is not None:
                 init.constant_(module.popularity_weight, float(self.config.popularity_weight))
-        elif isinstance(module, XCrossForSequentialRecommendation):
+        elif isinstance(module, XCrossModel):
             init.constant_(module.domain_weights, 1.0 / self.config.num_adapters)
 
 
-class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreTrainedModel):
+class XCrossModel(XCrossPreTrainedModel):
     """
-    Scores (history, candidate) prompts with n source-domain LoRA adapters of one frozen base, fused per block.
+    The n source-domain LoRA adapters of one frozen base as n streams, fused after every integrated block.
 
-    Build one with [`~XCrossForSequentialRecommendation.from_adapters`]; reload a saved one with `from_pretrained`
-    (or `AutoModel.from_pretrained` once `modeling_xcross` is imported). Only the integrator trains: the fusion
-    head of every integrated block (`fusion_heads`), the domain weights w and the scoring head.
+    Holds the patched base (`backbone`: its embeddings, the adapter bank and the `XCrossLayer` blocks with their
+    fusion heads) and the domain weights w that mix the streams when they are pooled. Only the fusion heads and w
+    train. [`XCrossForSequentialRecommendation`] extends it with a scoring head.
     """
 
     def __init__(self, config: XCrossConfig, backbone: PreTrainedModel | None = None):
@@ -170,7 +104,6 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
                                         normalize_fusion_input=config.normalize_fusion_input)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
-        self.head = scoring_head(config, config.hidden_size)
         # The tokenizer save_pretrained writes; read from the base reference when unset.
         self.tokenizer = None
         self.post_init()
@@ -218,6 +151,99 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         """The adapted linears by their module name in the (unpatched) base model."""
         return dict(self._lora_banks)
 
+    def load_adapters(self, adapters: list[LoraAdapter] | None = None, **hub_kwargs) -> None:
+        """Fill the bank with the adapters' weights (read from the sources in the config when not given)."""
+        if adapters is None:
+            adapters = [load_lora_adapter(spec.name, spec.source, spec.revision, **hub_kwargs)
+                        for spec in self.config.adapter_specs]
+        for index, adapter in enumerate(adapters):
+            load_adapter_into_bank(self._lora_banks, index, adapter)
+
+    # --------------------------------------------------------------------------------------------------- streams
+
+    def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                position_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_fusion_weights: bool = False) -> XCrossModelOutput:
+        """The streams of 2-D inputs `(sequences, seq_len)`; see `run_streams`."""
+        return self.run_streams(input_ids, attention_mask, token_type_ids, past_key_values, position_ids,
+                                output_hidden_states, output_fusion_weights)
+
+    def run_streams(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                    token_type_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
+                    position_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                    output_fusion_weights: bool = False) -> XCrossModelOutput:
+        """Embed once, run the n stacked streams through every block (in one pass: see `sequences_per_pass`).
+
+        With `past_key_values` (decoders), the blocks append the streams' keys and values to that cache and the
+        tokens continue the cached ones: `attention_mask` then covers both, and `position_ids` `(sequences,
+        seq_len)` place the new tokens after the cached ones (see `shared_prefix.py`). A method of its own, so that
+        [`XCrossForSequentialRecommendation`], whose `forward` scores, reaches it too.
+        """
+        n = self.num_streams
+        sequences, seq_len = input_ids.shape
+        attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        embeddings = self.family.embed(self.backbone, input_ids, token_type_ids)
+        hidden_states = embeddings.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * sequences, seq_len, -1)
+        if past_key_values is None:
+            block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
+        else:
+            positions = position_ids.repeat(n, 1) if position_ids is not None else None
+            block_kwargs = self.family.cached_block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1),
+                                                           positions, past_key_values)
+
+        all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else None
+        all_fusion_weights = () if output_fusion_weights else None
+        for layer in self.layers:
+            hidden_states, fusion_weights = layer(hidden_states, **block_kwargs)
+            if output_hidden_states:
+                all_hidden_states += (hidden_states.view(n, sequences, seq_len, -1),)
+            if output_fusion_weights and fusion_weights is not None:
+                all_fusion_weights += (fusion_weights,)
+        return XCrossModelOutput(last_hidden_state=hidden_states.view(n, sequences, seq_len, -1),
+                                 hidden_states=all_hidden_states, fusion_weights=all_fusion_weights)
+
+    def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
+        """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
+        near-equal passes whose widest activation stays within `cpu_pass_bytes`."""
+        if device.type != "cpu" or self.cpu_pass_bytes is None:
+            return max(1, sequences)
+        base = self.config.base_config
+        widest = max(getattr(base, "intermediate_size", 0), base.hidden_size) * self.dtype.itemsize
+        largest_pass = max(1, self.cpu_pass_bytes // (widest * self.num_streams * seq_len))
+        passes = -(-sequences // largest_pass)
+        return max(1, -(-sequences // passes))
+
+    def pool_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`, as the paper orders it: mix the
+        streams per token with the domain weights w, apply the base's final norm, then pool. One-token pooling
+        commutes with both, so it picks its token first and mixes and norms only that."""
+        final_norm = self.family.final_norm(self.backbone)
+        weights = self.domain_weights.to(streams.dtype)
+        if self.pooling == "mean":
+            mixed = torch.einsum("n,nstd->std", weights, streams)
+            return pool_hidden_states(mixed if final_norm is None else final_norm(mixed), attention_mask, "mean")
+        mixed = torch.einsum("n,nsd->sd", weights, pool_hidden_states(streams, attention_mask, self.pooling))
+        return mixed if final_norm is None else final_norm(mixed)
+
+
+class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossModel):
+    """
+    Scores (history, candidate) prompts with n source-domain LoRA adapters of one frozen base, fused per block.
+
+    Build one with [`~XCrossForSequentialRecommendation.from_adapters`]; reload a saved one with `from_pretrained`
+    (or `AutoModel.from_pretrained` once `modeling_xcross` is imported). Only the integrator trains: the fusion
+    head of every integrated block (`fusion_heads`), the domain weights w and the scoring head.
+
+    It extends [`XCrossModel`] rather than holding it under an attribute, so that its weights keep the names every
+    checkpoint has: `backbone.*` (base, bank, fusion heads), `domain_weights` and `head.*`.
+    """
+
+    def __init__(self, config: XCrossConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config, backbone)
+        self.head = scoring_head(config, config.hidden_size)
+        self.post_init()  # initialises the head; XCrossModel's modules are initialised already
+
     # ------------------------------------------------------------------------------------------------ building
 
     @classmethod
@@ -261,14 +287,6 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         model = cls(config, backbone=backbone)
         model.load_adapters(loaded)
         return model
-
-    def load_adapters(self, adapters: list[LoraAdapter] | None = None, **hub_kwargs) -> None:
-        """Fill the bank with the adapters' weights (read from the sources in the config when not given)."""
-        if adapters is None:
-            adapters = [load_lora_adapter(spec.name, spec.source, spec.revision, **hub_kwargs)
-                        for spec in self.config.adapter_specs]
-        for index, adapter in enumerate(adapters):
-            load_adapter_into_bank(self._lora_banks, index, adapter)
 
     # --------------------------------------------------------------------------------------------------- forward
 
@@ -339,12 +357,13 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         # Sequences are independent, so they may go through the blocks in several passes (see `cpu_pass_bytes`).
         chunk = self.sequences_per_pass(*input_ids.shape, device=input_ids.device)
         types = token_type_ids.split(chunk) if token_type_ids is not None else [None] * -(-len(input_ids) // chunk)
-        parts = [self._run_streams(*chunk_inputs, output_hidden_states, output_fusion_weights)
+        parts = [self.run_streams(*chunk_inputs, output_hidden_states=output_hidden_states,
+                                  output_fusion_weights=output_fusion_weights)
                  for chunk_inputs in zip(input_ids.split(chunk), attention_mask.split(chunk), types)]
-        streams = torch.cat([part[0] for part in parts], dim=1)
-        all_hidden_states = (tuple(torch.cat(states, dim=1) for states in zip(*(part[1] for part in parts)))
+        streams = torch.cat([part.last_hidden_state for part in parts], dim=1)
+        all_hidden_states = (tuple(torch.cat(states, dim=1) for states in zip(*(part.hidden_states for part in parts)))
                              if output_hidden_states else None)
-        all_fusion_weights = (tuple(torch.cat(weights) for weights in zip(*(part[2] for part in parts)))
+        all_fusion_weights = (tuple(torch.cat(weights) for weights in zip(*(part.fusion_weights for part in parts)))
                               if output_fusion_weights else None)
         return self.pool_streams(streams, attention_mask), all_hidden_states, all_fusion_weights
 
@@ -385,55 +404,6 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return XCrossRecommendationOutput(loss=loss, logits=logits)
 
-    def sequences_per_pass(self, sequences: int, seq_len: int, device: torch.device) -> int:
-        """How many sequences (each as n stacked streams) go through the blocks at once: all of them, or on the CPU
-        near-equal passes whose widest activation stays within `cpu_pass_bytes`."""
-        if device.type != "cpu" or self.cpu_pass_bytes is None:
-            return max(1, sequences)
-        base = self.config.base_config
-        widest = max(getattr(base, "intermediate_size", 0), base.hidden_size) * self.dtype.itemsize
-        largest_pass = max(1, self.cpu_pass_bytes // (widest * self.num_streams * seq_len))
-        passes = -(-sequences // largest_pass)
-        return max(1, -(-sequences // passes))
-
-    def _run_streams(self, input_ids, attention_mask, token_type_ids, output_hidden_states, output_fusion_weights,
-                     cache: Cache | None = None, position_ids: torch.Tensor | None = None):
-        """Embed once, run the n stacked streams through every block; `(n, sequences, seq_len, d)` and the
-        requested per-block outputs. With a `cache` (decoders), the blocks append the streams' keys and values to it
-        and the tokens continue the cached ones (`attention_mask` then covers both, see `shared_prefix.py`)."""
-        n = self.num_streams
-        sequences, seq_len = input_ids.shape
-        embeddings = self.family.embed(self.backbone, input_ids, token_type_ids)
-        hidden_states = embeddings.unsqueeze(0).expand(n, -1, -1, -1).reshape(n * sequences, seq_len, -1)
-        if cache is None:
-            block_kwargs = self.family.block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1))
-        else:
-            positions = position_ids.repeat(n, 1) if position_ids is not None else None
-            block_kwargs = self.family.cached_block_kwargs(self.backbone, hidden_states, attention_mask.repeat(n, 1),
-                                                           positions, cache)
-
-        all_hidden_states = (hidden_states.view(n, sequences, seq_len, -1),) if output_hidden_states else ()
-        all_fusion_weights = ()
-        for layer in self.layers:
-            hidden_states, fusion_weights = layer(hidden_states, **block_kwargs)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states.view(n, sequences, seq_len, -1),)
-            if output_fusion_weights and fusion_weights is not None:
-                all_fusion_weights += (fusion_weights,)
-        return hidden_states.view(n, sequences, seq_len, -1), all_hidden_states, all_fusion_weights
-
-    def pool_streams(self, streams: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`(sequences, d)` from the last block's streams `(n, sequences, seq_len, d)`, as the paper orders it: mix the
-        streams per token with the domain weights w, apply the base's final norm, then pool. One-token pooling
-        commutes with both, so it picks its token first and mixes and norms only that."""
-        final_norm = self.family.final_norm(self.backbone)
-        weights = self.domain_weights.to(streams.dtype)
-        if self.pooling == "mean":
-            mixed = torch.einsum("n,nstd->std", weights, streams)
-            return pool_hidden_states(mixed if final_norm is None else final_norm(mixed), attention_mask, "mean")
-        mixed = torch.einsum("n,nsd->sd", weights, pool_hidden_states(streams, attention_mask, self.pooling))
-        return mixed if final_norm is None else final_norm(mixed)
-
     # ---------------------------------------------------------------------------------------------- accounting
 
     def integrator_size(self, lora_rank: int = 8, lora_target_modules: list[str] | str | None = None) -> IntegratorSize:
@@ -453,160 +423,3 @@ class XCrossForSequentialRecommendation(CatalogueRecommendationMixin, XCrossPreT
             domain_weights=self.domain_weights.numel(),
             lora_parameters=lora_parameters,
         )
-
-    # ------------------------------------------------------------------------------------------- save and load
-
-    def save_pretrained(self, save_directory: str | os.PathLike, is_main_process: bool = True,
-                        state_dict: dict | None = None, push_to_hub: bool = False, include_base: bool = False,
-                        include_adapters: bool = True, tokenizer=None, **kwargs) -> None:
-        """Save everything a user needs: `config.json` (with the prompt settings and, while `_auto_class` is set,
-        `auto_map`), `model.safetensors` (see `modeling_xcross.checkpoint`), the flat code files and the tokenizer.
-
-        Args:
-            include_base: Also store the frozen base weights, for a checkpoint that needs nothing else.
-            include_adapters: Store the adapter bank (default); without it, loading reads the adapter sources.
-            tokenizer: The tokenizer to save; by default `model.tokenizer`, else the base's, read from its reference.
-        """
-        if kwargs.get("safe_serialization") is False:
-            raise ValueError("X-Cross checkpoints are saved with safetensors only.")
-        if push_to_hub:
-            raise NotImplementedError("Use model.push_to_hub(repo_id) to publish an X-Cross model.")
-        if not is_main_process:
-            return
-        self._warn_if_not_portable(include_base, include_adapters)
-        skipped = set() if include_base else set(self._keys_to_ignore_on_save)
-        state_dict = self.state_dict() if state_dict is None else state_dict
-        tensors = {key: tensor.detach().contiguous() for key, tensor in state_dict.items() if key not in skipped
-                   and (include_adapters or weight_group(key) is not WeightGroup.ADAPTERS)}
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.architectures = [type(self).__name__]
-        if self._auto_class is not None:
-            self._save_remote_code(directory)
-        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
-        atomic_write(directory / CONFIG_NAME, lambda path: self.config.to_json_file(path))
-        tokenizer = tokenizer if tokenizer is not None else self.base_tokenizer()
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory)
-
-    def _warn_if_not_portable(self, include_base: bool, include_adapters: bool) -> None:
-        local = [] if include_base else [self.config.base_model_name_or_path]
-        local += [] if include_adapters else [spec.source for spec in self.config.adapter_specs]
-        local = [name for name in local if name and name not in PACKAGED_MODELS and Path(name).exists()]
-        if local:
-            logger.warning_once(
-                f"This X-Cross model refers to {local} by local path: the saved directory loads only where those "
-                "paths exist. Save with include_base=True (and include_adapters=True) for a portable checkpoint, or "
-                "build the model from Hub ids.")
-
-    def _save_remote_code(self, directory: Path) -> None:
-        """`auto_map` in the config and the flat code files beside it, generated from this package; a model loaded
-        with trust_remote_code (package absent) copies its own already-flat files, as transformers does."""
-        try:
-            files = remote_code_files()
-        except RuntimeError:
-            custom_object_save(self, directory, config=self.config)
-            return
-        self.config.auto_map = dict(AUTO_MAP)
-        for name, source in files.items():
-            atomic_write(directory / name, lambda path, source=source: path.write_text(source))
-
-    def base_tokenizer(self):
-        """`model.tokenizer`, else the base's tokenizer read from its reference (None, with a warning, when the base
-        has none); what save_pretrained writes."""
-        if self.tokenizer is None:
-            name, revision = resolve_model_path(self.config.base_model_name_or_path), self.config.base_model_revision
-            # transformers 5 builds an empty tokenizer from a bare config, so the base must have tokenizer files. A
-            # save (a Trainer checkpoint too) never fails for want of a tokenizer: it warns.
-            try:
-                if not cached_file(name, TOKENIZER_CONFIG_NAME, revision=revision,
-                                   _raise_exceptions_for_missing_entries=False,
-                                   _raise_exceptions_for_connection_errors=False):
-                    raise OSError(f"no {TOKENIZER_CONFIG_NAME} found")
-                self.tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-            except (OSError, ValueError, ImportError) as error:
-                logger.warning_once(f"No tokenizer saved: the base {self.config.base_model_name_or_path!r} gives none "
-                                    f"({error}). Set model.tokenizer or pass save_pretrained(..., tokenizer=...) so "
-                                    "that AutoTokenizer loads the saved directory.")
-        return self.tokenizer
-
-    def push_to_hub(self, repo_id: str, *, self_contained: bool = False, include_adapters: bool | None = None,
-                    metrics: Mapping[str, float] | None = None, commit_message: str = "Upload X-Cross model",
-                    revision: str | None = None, private: bool | None = None, token: str | None = None):
-        """Publish to a Hub repo: config (with `auto_map`), safetensors weights, remote code files and a model card.
-
-        By default the repo refers to the base and to adapters downloaded from the Hub by repo id and commit, and
-        stores only what has no such reference; `self_contained=True` stores the base and the bank too.
-        `include_adapters` forces the bank in or out. Returns the `CommitInfo` (its `oid` is the new commit).
-        """
-        return push_xcross(self, repo_id, self_contained=self_contained, include_adapters=include_adapters,
-                           metrics=metrics, commit_message=commit_message, revision=revision, private=private,
-                           token=token)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
-                        config: XCrossConfig | None = None, dtype: torch.dtype | str | None = None,
-                        device_map: str | int | torch.device | dict | None = None,
-                        attn_implementation: str | None = None, output_loading_info: bool = False,
-                        **kwargs) -> "XCrossForSequentialRecommendation":
-        """Load a saved X-Cross model: its config, then the base it refers to (unless the checkpoint holds it), then
-        the adapter bank (from the checkpoint, else the adapter sources), then the integrator.
-
-        The standard arguments apply as in transformers: `revision`, `token`, `cache_dir`, `local_files_only`,
-        `force_download`, `subfolder` (the checkpoint; `token`, `cache_dir`, `local_files_only` also reach the base and
-        adapters, which keep their recorded revisions), `dtype`, `attn_implementation` (the backbone's attention),
-        `device_map` (one device: the n streams run together; `"auto"` picks the first GPU, else the CPU),
-        `output_loading_info` (returns `(model, info)`) and `low_cpu_mem_usage` (ignored, as by transformers 5).
-        """
-        if model_args:
-            raise TypeError(f"Unexpected positional arguments {model_args}.")
-        options = LoadOptions.take(kwargs, "X-Cross", dtype, device_map)
-        hub_kwargs, dtype, device = options.hub_kwargs, options.dtype, options.device
-        if config is None:
-            config, kwargs = XCrossConfig.from_pretrained(pretrained_model_name_or_path, return_unused_kwargs=True,
-                                                          **hub_kwargs, **kwargs)
-        if kwargs:
-            raise TypeError(f"Unexpected arguments for XCrossForSequentialRecommendation.from_pretrained: "
-                            f"{sorted(kwargs)}.")
-        weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, **hub_kwargs)
-        state_dict = read_safetensors(weights_file)
-        groups = {weight_group(key) for key in state_dict}
-        download_kwargs = options.download_kwargs
-        # AutoModel hands attn_implementation to the config, which passes it on to base_config.
-        attn_implementation = attn_implementation or config._attn_implementation
-        backbone_kwargs = {} if attn_implementation is None else {"attn_implementation": attn_implementation}
-        if WeightGroup.BASE in groups:
-            backbone = AutoModel.from_config(config.base_config, dtype=dtype, **backbone_kwargs)
-        else:
-            backbone = load_base_model(config.base_model_name_or_path, revision=config.base_model_revision,
-                                       dtype=dtype, **download_kwargs, **backbone_kwargs)
-        model = cls(config, backbone=backbone)
-        if WeightGroup.ADAPTERS not in groups:
-            model.load_adapters(**download_kwargs)
-        loading_info = model._load_checkpoint_state(state_dict, weights_file)
-        model = model.to(dtype=dtype, device=device).eval()
-        model.name_or_path = str(pretrained_model_name_or_path)  # as transformers records it
-        return (model, loading_info) if output_loading_info else model
-
-    def _load_checkpoint_state(self, state_dict: dict[str, torch.Tensor], source: str) -> dict:
-        """Load the checkpoint's tensors, refusing any that do not fit; the loading info transformers reports."""
-        own = self.state_dict()
-        ignored = [re.compile(pattern) for pattern in self._keys_to_ignore_on_load_unexpected]
-        state_dict = {key: tensor for key, tensor in state_dict.items()
-                      if key in own or not any(pattern.search(key) for pattern in ignored)}
-        unexpected = sorted(set(state_dict) - set(own))
-        missing = sorted(key for key in own if weight_group(key) is WeightGroup.INTEGRATOR and key not in state_dict)
-        if unexpected or missing:
-            raise ValueError(f"{source} does not match this X-Cross architecture: unexpected keys {unexpected[:5]}, "
-                             f"missing integrator keys {missing[:5]}. Was it saved from a model with other adapters or "
-                             "integrated layers than its config.json says?")
-        mismatched = [key for key, tensor in state_dict.items() if tensor.shape != own[key].shape]
-        if mismatched:
-            key = mismatched[0]
-            raise ValueError(f"{source}: {key} has shape {tuple(state_dict[key].shape)}, the model expects "
-                             f"{tuple(own[key].shape)}.")
-        self.load_state_dict(state_dict, strict=False)
-        if any(weight_group(key) is WeightGroup.ADAPTERS for key in state_dict):
-            check_stored_ranks(self._lora_banks, self.adapter_names, source)
-        return {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
-

@@ -65,7 +65,7 @@ def shared_prefix_logits(model, prefix_input_ids: torch.Tensor, prefix_attention
         width = int(prefix_lengths[first:last].max())
         prefix_mask = prefix_attention_mask[first:last, :width]
         cache = DynamicCache()
-        model._run_streams(prefix_input_ids[first:last, :width], prefix_mask, None, False, False, cache=cache)
+        model.run_streams(prefix_input_ids[first:last, :width], prefix_mask, past_key_values=cache)
         rows = ((prefix_index >= first) & (prefix_index < last)).nonzero().squeeze(-1)
         rows = rows[cont_lengths[rows].argsort(stable=True)]
         # The widest activation of a continuation pass is the MLP's over its own tokens, as in the plain forward.
@@ -74,13 +74,12 @@ def shared_prefix_logits(model, prefix_input_ids: torch.Tensor, prefix_attention
             local = prefix_index[pass_rows] - first
             pass_len = int(cont_lengths[pass_rows].max())
             continuation_mask = attention_mask[pass_rows, :pass_len]
-            streams = model._run_streams(
+            streams = model.run_streams(
                 input_ids[pass_rows, :pass_len],
                 torch.cat([prefix_mask[local], continuation_mask], dim=-1),
-                None, False, False,
-                cache=expand_prefix_cache(cache, local, last - first, model.num_streams),
+                past_key_values=expand_prefix_cache(cache, local, last - first, model.num_streams),
                 position_ids=prefix_lengths[first:last][local].unsqueeze(-1) + torch.arange(pass_len, device=device),
-            )[0]
+            ).last_hidden_state
             scores.append(model.head(model.pool_streams(streams, continuation_mask)))
             rows_scored.append(pass_rows)
     order = torch.cat(rows_scored).argsort()

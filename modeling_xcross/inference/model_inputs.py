@@ -9,7 +9,8 @@ from transformers import AutoTokenizer
 
 from ..auto_loading import ModelDirError, model_backbone
 from ..families import family_for
-from ..modeling_xcross import TOKENIZER_CONFIG_NAME, XCrossForSequentialRecommendation
+from ..modeling_xcross import XCrossForSequentialRecommendation
+from ..serialization import TOKENIZER_CONFIG_NAME
 from ..packaged_models import resolve_model_path
 from .collator import RecommendationCollator
 from .prompts import PROMPT, PromptFormat
