@@ -4,6 +4,7 @@ one for evaluation, with the checks that make a wrong directory fail early and s
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -81,11 +82,18 @@ def save_popularity(directory: Path, counts: Counter) -> None:
 
 
 def load_popularity(directory: Path) -> Counter:
+    """The title counts saved beside a model, refused unless each is a finite, non-negative integer."""
     path = Path(directory) / POPULARITY_NAME
     if not path.is_file():
         raise ModelDirError(f"{directory} holds a model with a popularity prior but no {POPULARITY_NAME} (the title "
                             "counts it was trained with); copy it from the run's output directory.")
-    return Counter(read_json(path))
+    counts = read_json(path)
+    for title, count in counts.items():
+        if (isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count) or count < 0
+                or count != int(count)):
+            raise ModelDirError(f"{path}: the count of {title!r} is {count!r}, not a finite, non-negative integer (a "
+                                "title's count in the train histories); copy the file from the run's output directory.")
+    return Counter({title: int(count) for title, count in counts.items()})
 
 
 def model_backbone(model) -> str:
