@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from conftest import SMALL, make_domain
 from modeling_xcross.pipeline import catalogue as catalogue_module
+from modeling_xcross.pipeline import cli as cli_module
 from modeling_xcross.pipeline import item_cache as item_cache_module
 from modeling_xcross.pipeline.catalogue import Catalogue, CatalogueError
 from modeling_xcross.pipeline.cli import main
@@ -202,7 +203,14 @@ def test_bad_popularity_counts_stop_the_command(model_dir, data_dir, capsys, cou
     path.write_text(json.dumps({**counts, title: count}))
     assert main(["evaluate", "--model-dir", str(model_dir), "--data-dir", str(data_dir), "--domain", "Toys"]) == 1
     [error] = [line for line in capsys.readouterr().err.splitlines() if "xcross" in line]  # beside progress bars
-    assert error.startswith("xcross evaluate: error: ") and str(path) in error and f"the count of {title!r} is {shown}, not a finite, non-negative integer" in error
+    assert error.startswith("xcross evaluate: error: ") and str(path) in error
+    assert f"the count of {title!r} is {shown}, not a finite, non-negative integer" in error
+
+
+def test_bad_popularity_counts_passed_to_the_api_are_refused(tiny_backbone):
+    model = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32, popularity_weight=1.0)
+    with pytest.raises(ValueError, match="popularity: the count of 'tent' is -1, not a finite, non-negative integer"):
+        model.recommend([["kite"]], CATALOGUE, popularity={"kite": 2, "tent": -1})
 
 
 def _interrupt_encoding(monkeypatch):
@@ -230,6 +238,23 @@ def test_ctrl_c_is_one_line_and_status_130_with_no_partial_cache(model_dir, data
     assert [line for line in captured.err.splitlines() if "xcross" in line] == ["xcross recommend: interrupted."]
     assert "Traceback" not in captured.err and not captured.out
     assert not [path for path in model_dir.rglob("*") if "item_cache" in str(path) and path.is_file()]
+
+
+@pytest.mark.parametrize("command, arguments, entry_point", [
+    ("train-adapter", ["--domain", "Toys", "--output-dir", "out"], "train"),
+    ("evaluate", ["--model-dir", "model", "--domain", "Toys"], "evaluate_model"),
+    ("baseline", ["--method", "popularity", "--domain", "Toys", "--output-dir", "out"], "evaluate_baseline"),
+    ("compare", ["--runs", "a=runs/a", "--output-dir", "out"], "compare"),
+])
+def test_every_command_stops_on_ctrl_c_with_one_line_and_status_130(monkeypatch, capsys, command, arguments,
+                                                                     entry_point):
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, entry_point, interrupted)
+    assert main([command, *arguments]) == 130
+    resume = "; rerun the same command to resume from its last checkpoint" if command == "train-adapter" else ""
+    assert capsys.readouterr().err == f"xcross {command}: interrupted{resume}.\n"
 
 
 def test_full_ranking_evaluation_fills_the_cache_recommend_reads(model_dir, data_dir, monkeypatch):

@@ -1,9 +1,9 @@
 """Recommending from a whole catalogue: every item ranked for a history, not a given candidate list.
 
 Dual scoring encodes items on their own, so a catalogue's item representations are computed once (batched, with a
-progress bar), cached in a safetensors file keyed by the titles and the model, and a history's scores are one
-history encode and one product with them. Cross scoring reads each (history, item) pair, so it ranks in two stages:
-a dual-scoring first stage (by default the untrained backbone's similarity) retrieves the `rerank_top` best items,
+progress bar), cached in a safetensors file keyed by the titles and the model and checked on every read
+(`item_cache`), and a history's scores are one history encode and one product with them. Cross scoring reads each
+(history, item) pair, so it ranks in two stages: a dual-scoring first stage (by default the untrained backbone's similarity) retrieves the `rerank_top` best items,
 the model re-ranks them, and the ranking goes on below them in first-stage order.
 
 Ties keep catalogue order (under re-ranking, first-stage order) in a recommendation, and count against the true item
@@ -30,7 +30,7 @@ from .dual_encoding import (ENCODE_BATCH_SIZE, encode_histories, encode_items, e
                             representation_scores)
 from .head_recommender import HeadRecommender
 from .item_cache import read_item_cache, write_item_cache
-from .models import load_popularity, load_trained_model, model_backbone, model_collator
+from .models import checked_popularity, load_popularity, load_trained_model, model_backbone, model_collator
 from .ranking_metrics.ranking_metrics import metrics_of_ranks
 from .scoring import candidate_scores
 
@@ -313,6 +313,8 @@ class CatalogueRanker:
                                      "train histories}, or load the model from the directory its run saved (which "
                                      "holds item_popularity.json).")
             popularity = load_popularity(directory)
+        else:
+            popularity = checked_popularity(popularity)
         return torch.tensor([popularity.get(title, 0) for title in self.catalogue.titles], dtype=torch.float32,
                             device=self.items.device)
 

@@ -46,6 +46,8 @@ DEFAULT_POPULARITY_WEIGHT = 1.0
 USER_ERRORS = (ValueError, OSError)
 # The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
+# The commands that checkpoint as they train, and resume when run again.
+TRAINING = ("train-adapter", "train", "train-head")
 
 
 def _positive_int(text: str) -> int:
@@ -372,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         # Every file a command writes is written atomically, so an interrupt leaves none half-written.
         if args.debug:
             raise
-        print(f"xcross {args.command}: interrupted.", file=sys.stderr)
+        resume = "; rerun the same command to resume from its last checkpoint" if args.command in TRAINING else ""
+        print(f"xcross {args.command}: interrupted{resume}.", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 
