@@ -3,8 +3,9 @@
 Dual scoring encodes items on their own, so a catalogue's item representations are computed once (batched, with a
 progress bar), cached in a safetensors file keyed by the titles and the model and checked on every read
 (`item_cache`), and a history's scores are one history encode and one product with them. Cross scoring reads each
-(history, item) pair, so it ranks in two stages: a dual-scoring first stage (by default the untrained backbone's similarity) retrieves the `rerank_top` best items,
-the model re-ranks them, and the ranking goes on below them in first-stage order.
+(history, item) pair, so it ranks in two stages: a dual-scoring first stage (by default the untrained backbone's
+similarity) retrieves the `rerank_top` best items, the model re-ranks them, and the ranking goes on below them in
+first-stage order.
 
 Ties keep catalogue order (under re-ranking, first-stage order) in a recommendation, and count against the true item
 in a full-ranking evaluation, as in the sampled metrics.
