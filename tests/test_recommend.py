@@ -10,14 +10,12 @@ import shutil
 import pytest
 import torch
 
-from conftest import SMALL, make_adapter, randomize_integrator
+from conftest import SMALL, count_item_encodings, dual_lora_recommender, make_adapter, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
-from modeling_xcross.pipeline import catalogue as catalogue_module
 from modeling_xcross.pipeline.catalogue import (Catalogue, CatalogueError, CatalogueRanker, fixed_full_ranking,
                                                  model_full_ranking)
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import DataError, DomainData, load_domain, split_users
-from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.models import model_collator
 from modeling_xcross.pipeline.scoring import candidate_scores
 
@@ -41,13 +39,7 @@ def models(tiny_backbone, tmp_path_factory):
                 for parameter in model.head.parameters():
                     parameter.normal_(0.0, 1.0)
         built[f"xcross-{scoring}"] = model.eval()
-    torch.manual_seed(0)
-    lora = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32)
-    with torch.no_grad():
-        for name, parameter in lora.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.3)
-    built["lora-dual"] = lora.eval()
+    built["lora-dual"] = dual_lora_recommender(tiny_backbone)
     return built
 
 
@@ -145,22 +137,9 @@ def test_full_ranking_of_a_dual_model_ranks_against_every_item_outside_the_histo
     assert metrics["mrr"] == pytest.approx(sum(1 / rank for rank in ranks) / 2)
 
 
-def _encodings(monkeypatch) -> list[int]:
-    """Counts the catalogue encodings `item_representations` runs."""
-    calls = []
-    encode = catalogue_module.encode_items
-
-    def counted(model, collator, titles, batch_size):
-        calls.append(len(titles))
-        return encode(model, collator, titles, batch_size)
-
-    monkeypatch.setattr(catalogue_module, "encode_items", counted)
-    return calls
-
-
 def test_item_cache_is_reused_and_rebuilt_when_titles_or_model_change(models, tmp_path, monkeypatch):
     model = models["lora-dual"]
-    calls = _encodings(monkeypatch)
+    calls = count_item_encodings(monkeypatch)
     history = [["tent", "hammer"]]
     first = model.recommend(history, CATALOGUE, top_k=4, cache_dir=tmp_path)
     assert calls == [len(TITLES)] and len(list((tmp_path / "item_cache").glob("*.safetensors"))) == 1
