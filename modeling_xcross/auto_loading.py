@@ -4,7 +4,9 @@ files saved beside it, and the checks that make a wrong directory fail early and
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 from transformers import AutoModel
@@ -32,11 +34,23 @@ def save_popularity(directory: Path, counts: Counter) -> None:
 
 
 def load_popularity(directory: Path) -> Counter:
+    """The title counts saved beside a model (see `checked_popularity`)."""
     path = Path(directory) / POPULARITY_NAME
     if not path.is_file():
         raise ModelDirError(f"{directory} holds a model with a popularity prior but no {POPULARITY_NAME} (the title "
                             "counts it was trained with); copy it from the run's output directory.")
-    return Counter(read_json(path))
+    return checked_popularity(read_json(path), str(path), "copy the file from the run's output directory")
+
+
+def checked_popularity(counts: Mapping, source: str = "popularity", fix: str = "pass {title: count}") -> Counter:
+    """`counts` as a Counter, refused at the first count that is not a finite, non-negative integer (a negative or
+    NaN count would skew the prior silently); `source` and `fix` make the message."""
+    for title, count in counts.items():
+        if (isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count) or count < 0
+                or count != int(count)):
+            raise ModelDirError(f"{source}: the count of {title!r} is {count!r}, not a finite, non-negative integer (a "
+                                f"title's count in the train histories); {fix}.")
+    return Counter({title: int(count) for title, count in counts.items()})
 
 
 def model_backbone(model) -> str:

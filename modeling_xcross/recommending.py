@@ -29,11 +29,14 @@ class CatalogueRecommendationMixin:
 
         Args:
             histories: One list per user of item titles or item ids of `catalogue`, oldest first. Titles not in the
-                catalogue are read as text (a warning names them); a history with no catalogue item is refused.
+                catalogue are read as text (a warning counts them); a string that is both an id and another item's
+                title is read as the id (with a warning); a history empty after cleaning, or an item that is
+                neither text nor an id (a list, a boolean), is refused.
             catalogue: The items to rank: `{item_id: title}`, a list of titles (ids are their positions), a
                 `modeling_xcross.inference.catalogue.Catalogue` or a `DomainData`.
             top_k: Items returned per history (at most the catalogue's items outside the history).
-            exclude_history: Leave out the items of the history.
+            exclude_history: Leave out the items of the history, and every item whose title is in it (a catalogue
+                may give one title to several items).
             rerank_top: Cross scoring: how many items the first stage retrieves for the model to re-rank (at least
                 `top_k`); the catalogue's size re-ranks everything.
             first_stage: Cross scoring: the dual-scoring recommender that retrieves them; by default the untrained
@@ -42,7 +45,8 @@ class CatalogueRecommendationMixin:
                 the model was loaded from, none when it was not loaded from a directory.
             batch_size: Texts per encoding batch.
             popularity: A dual model with a popularity prior (`config.popularity_weight`): each title's count in the
-                train histories; by default the `item_popularity.json` its run saved beside it.
+                train histories (finite, non-negative integers); by default the `item_popularity.json` its run
+                saved beside it.
 
         Returns:
             Per history, a list of `RecommendedItem(item_id, title, score, rank)`.

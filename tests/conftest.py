@@ -200,3 +200,33 @@ def adapters(data_dir, tiny_backbone, tmp_path_factory):
         assert main(["train-adapter", "--data-dir", str(data_dir), "--domain", domain, "--output-dir",
                      str(out / domain.lower()), "--backbone", str(tiny_backbone), *SMALL]) == 0
     return out
+
+
+def count_item_encodings(monkeypatch) -> list[int]:
+    """The number of titles of each catalogue encoding `item_representations` runs from now on."""
+    from modeling_xcross.inference import catalogue
+
+    calls = []
+    encode = catalogue.encode_items
+
+    def counted(model, collator, titles, batch_size):
+        calls.append(len(titles))
+        return encode(model, collator, titles, batch_size)
+
+    monkeypatch.setattr(catalogue, "encode_items", counted)
+    return calls
+
+
+def dual_lora_recommender(backbone: Path):
+    """A dual LoRA recommender with random (non-zero) LoRA B, as if trained: its item representations differ from the
+    base's."""
+    from modeling_xcross.lora_recommender import LoraRecommender
+
+    torch.manual_seed(0)
+    lora = LoraRecommender.create(str(backbone), scoring="dual", max_length=32, temperature=0.05,
+                                  history_encoding="text", history_decay=1.0, popularity_weight=None)
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.3)
+    return lora.eval()

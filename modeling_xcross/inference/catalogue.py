@@ -1,10 +1,11 @@
 """Recommending from a whole catalogue: every item ranked for a history, not a given candidate list.
 
 Dual scoring encodes items on their own, so a catalogue's item representations are computed once (batched, with a
-progress bar), cached in a safetensors file keyed by the titles and the model, and a history's scores are one
-history encode and one product with them. Cross scoring reads each (history, item) pair, so it ranks in two stages:
-a dual-scoring first stage (by default the untrained backbone's similarity) retrieves the `rerank_top` best items,
-the model re-ranks them, and the ranking goes on below them in first-stage order.
+progress bar), cached in a safetensors file keyed by the titles and the model and checked on every read
+(`item_cache`), and a history's scores are one history encode and one product with them. Cross scoring reads each
+(history, item) pair, so it ranks in two stages: a dual-scoring first stage (by default the untrained backbone's
+similarity) retrieves the `rerank_top` best items, the model re-ranks them, and the ranking goes on below them in
+first-stage order.
 
 Ties keep catalogue order (under re-ranking, first-stage order) in a recommendation, and count against the true item
 in a full-ranking evaluation, as in the sampled metrics.
@@ -15,24 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from transformers.utils import logging
 
 from configuration_xcross import PAPER_SCORING
 
-from ..auto_loading import load_popularity, model_backbone
-from ..checkpoint import atomic_write
+from ..auto_loading import checked_popularity, load_popularity, model_backbone
 from ..errors import XCrossError
 from ..head_recommender import HeadRecommender
-from .encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, representation_scores
+from .encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, encode_texts, representation_scores
+from .item_cache import read_item_cache, write_item_cache
 from .model_inputs import model_collator
 from .scoring import candidate_scores
 
@@ -41,7 +40,7 @@ logger = logging.get_logger(f"transformers.{__name__}")
 DEFAULT_RERANK_TOP = 100
 ITEM_CACHE_DIR = "item_cache"
 # Part of every cache key: a change to what the cache holds or how it is computed bumps it.
-ITEM_CACHE_FORMAT = "1"
+ITEM_CACHE_FORMAT = "2"
 # Histories ranked at once: their (histories, items) score matrix is what a ranking holds in memory.
 HISTORIES_PER_CHUNK = 256
 # The digest of each model's weights with the versions of the tensors it was computed from (see `model_fingerprint`).
@@ -65,7 +64,8 @@ class RecommendedItem:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """The items to rank: their ids and titles, in a fixed order (the order ties keep)."""
+    """The items to rank: their ids and titles, in a fixed order (the order ties keep). Several items may share a
+    title; a recommendation leaves out every item whose title is in the history (see `resolve`)."""
 
     item_ids: tuple
     titles: tuple[str, ...]
@@ -110,45 +110,72 @@ class Catalogue:
         return {item: position for position, item in enumerate(self.item_ids)}
 
     @cached_property
-    def _title_positions(self) -> dict[str, int]:
-        """The first item of each title."""
-        return {title: position for position, title in reversed(list(enumerate(self.titles)))}
+    def _title_groups(self) -> dict[str, list[int]]:
+        """The positions of the items of each cleaned title, in catalogue order (several for a duplicated title)."""
+        groups: dict[str, list[int]] = {}
+        for position, title in enumerate(self.titles):
+            groups.setdefault(clean_text(title), []).append(position)
+        return groups
 
     def position(self, item) -> int | None:
-        """The catalogue position of an item id, else of an exact title; None when it names no item."""
+        """The catalogue position of an item id, else of the first item of a title; None when it names no item."""
         if item in self._positions:
             return self._positions[item]
-        return self._title_positions.get(item) if isinstance(item, str) else None
+        group = self._title_groups.get(clean_text(item)) if isinstance(item, str) else None
+        return group[0] if group else None
+
+    def _history_item(self, item, index: int) -> int | str | None:
+        """The catalogue position a history item names, the cleaned text of a title outside the catalogue, or None
+        for a blank title. An item id comes first where a string is both an id and another item's title."""
+        if isinstance(item, bool) or not isinstance(item, Hashable):
+            raise CatalogueError(f"History {index}: {item!r} is a {type(item).__name__}, neither a title (text) nor an "
+                                 "item id of the catalogue; pass each item as one title or one id.")
+        if not isinstance(item, str):
+            if item not in self._positions:
+                raise CatalogueError(f"History {index}: item id {item!r} is not in the catalogue ({len(self)} items); "
+                                     "pass ids of the catalogue or titles.")
+            return self._positions[item]
+        text = clean_text(item)
+        titled = self._title_groups.get(text)
+        if item in self._positions:
+            if titled and self.item_ids[titled[0]] != item:
+                logger.warning(f"History {index}: {item!r} is the id of one item and the title of item "
+                               f"{self.item_ids[titled[0]]!r}; it is read as the item id.")
+            return self._positions[item]
+        if titled:
+            return titled[0]
+        return text or None
 
     def resolve(self, history: Sequence, index: int = 0) -> tuple[list[str], list[int]]:
-        """The history as the model reads it (titles, oldest first) and the positions of its catalogue items.
-        Titles outside the catalogue stay in the text (with a warning); a history without any catalogue item or with
-        an unknown item id is refused."""
+        """The history as the model reads it (titles, oldest first) and the catalogue positions it excludes from a
+        recommendation: every item whose title is in the history, so that no item is recommended under a title the
+        user already has (a catalogue may give one title to several items). Titles and item ids are both taken;
+        titles are cleaned (blank ones dropped) and those outside the catalogue are read as text, with a warning
+        that counts them; only a history empty after cleaning is refused."""
         if isinstance(history, str | bytes) or not isinstance(history, Sequence):
             raise CatalogueError(f"History {index} is {type(history).__name__}, not a list of titles or item ids; "
                                  "pass one list per user, e.g. [['title one', 'title two']].")
-        if not history:
-            raise CatalogueError(f"History {index} is empty: a recommendation needs at least one item of the user.")
-        titles, positions, unknown = [], [], []
+        titles, positions, unknown = [], set(), []
         for item in history:
-            position = self.position(item)
-            if position is not None:
-                titles.append(self.titles[position])
-                positions.append(position)
-            elif isinstance(item, str):
-                titles.append(item)
-                unknown.append(item)
-            else:
-                raise CatalogueError(f"History {index}: item id {item!r} is not in the catalogue ({len(self)} items); "
-                                     "pass ids of the catalogue or titles.")
-        if not positions:
-            raise CatalogueError(f"History {index}: none of its {len(history)} items is in the catalogue "
-                                 f"({', '.join(map(repr, unknown[:3]))}...); pass titles exactly as the catalogue "
-                                 "spells them, or its item ids (is it the right domain?).")
+            named = self._history_item(item, index)
+            if isinstance(named, int):
+                titles.append(self.titles[named])
+                positions.update(self._title_groups[clean_text(self.titles[named])])
+            elif named is not None:
+                titles.append(named)
+                unknown.append(named)
+        if not titles:
+            raise CatalogueError(f"History {index} is empty{' after cleaning (blank titles)' if history else ''}: a "
+                                 "recommendation needs at least one item of the user.")
         if unknown:
-            logger.warning(f"History {index}: {len(unknown)} of its titles are not in the catalogue and are read as "
-                           f"text only: {unknown[:3]}.")
-        return titles, positions
+            logger.warning(f"History {index}: {len(unknown)} of its {len(titles)} titles are not in the catalogue and "
+                           f"are read as text only: {unknown[:3]}.")
+        return titles, sorted(positions)
+
+
+def clean_text(text: str) -> str:
+    """A title as compared with the catalogue's: surrounding and repeated whitespace removed."""
+    return " ".join(text.split())
 
 
 def model_fingerprint(model) -> str:
@@ -193,37 +220,21 @@ def item_cache_path(cache_dir: str | os.PathLike, catalogue: Catalogue) -> Path:
     return Path(cache_dir) / ITEM_CACHE_DIR / f"items-{catalogue.fingerprint[:16]}.safetensors"
 
 
-def _read_item_cache(path: Path, key: str) -> torch.Tensor | None:
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as cache:
-            if (cache.metadata() or {}).get("key") != key:
-                logger.warning(f"{path} holds item representations of other titles or another model state; "
-                               "encoding the catalogue again.")
-                return None
-            return cache.get_tensor("items")
-    except (OSError, SafetensorError) as error:
-        logger.warning(f"{path} cannot be read ({error}); encoding the catalogue again.")
-        return None
-
-
 def item_representations(model, collator, catalogue: Catalogue, cache_dir: str | os.PathLike | None = None,
                          batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
     """`(items, d)` of a dual-scoring model: from `cache_dir`'s cache when it holds this model's encoding of these
-    titles, else encoded (and cached there)."""
+    titles (checked: see `item_cache`), else encoded (and cached there)."""
     key = item_cache_key(model, collator, catalogue)
     path = item_cache_path(cache_dir, catalogue) if cache_dir is not None else None
-    cached = _read_item_cache(path, key) if path is not None else None
-    if cached is not None:
-        return cached.to(next(model.parameters()).device)
+    if path is not None and path.is_file():
+        # One title encoded gives the width and dtype the cached tensor must have.
+        probe = encode_texts(model, collator.encode_items, [catalogue.titles[0]], "checking the item cache", 1)
+        cached = read_item_cache(path, key, (len(catalogue), probe.shape[1]), probe.dtype)
+        if cached is not None:
+            return cached.to(next(model.parameters()).device)
     items = encode_items(model, collator, list(catalogue.titles), batch_size)
     if path is not None:
-        try:
-            atomic_write(path, lambda temporary: save_file({"items": items.cpu().contiguous()}, temporary,
-                                                           metadata={"key": key, "items": str(len(catalogue))}))
-        except OSError as error:
-            logger.warning(f"Item representations not cached ({error}); they are encoded again next time.")
+        write_item_cache(path, key, items)
     return items
 
 
@@ -304,6 +315,8 @@ class CatalogueRanker:
                                      "train histories}, or load the model from the directory its run saved (which "
                                      "holds item_popularity.json).")
             popularity = load_popularity(directory)
+        else:
+            popularity = checked_popularity(popularity)
         return torch.tensor([popularity.get(title, 0) for title in self.catalogue.titles], dtype=torch.float32,
                             device=self.items.device)
 

@@ -7,6 +7,8 @@ head-only baselines, evaluate.
     xcross evaluate --model-dir runs/xcross-tools --domain Tools
     xcross baseline --method popularity --domain Tools --output-dir runs/popularity-tools
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history "title one; title two" --top-k 10
+    xcross recommend --model-dir runs/xcross-tools --domain Tools --history-json '["a title; with a semicolon"]'
+    xcross recommend --model-dir runs/xcross-tools --domain Tools --history-ids 12 40
 
 Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
 """
@@ -40,6 +42,10 @@ DEFAULT_FUSION_LEARNING_RATE = 1e-5
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions (a bare ValueError among them) are bugs and keep their traceback.
 USER_ERRORS = (XCrossError, OSError)
+# The shell's status for a command stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+# The commands that checkpoint as they train, and resume when run again.
+TRAINING = ("train-adapter", "train", "train-head")
 
 
 def _positive_int(text: str) -> int:
@@ -187,6 +193,18 @@ def _history(text: str) -> list[str]:
     return titles
 
 
+def _history_json(text: str) -> list:
+    """A JSON list of titles and item ids: titles that hold ';' need no escaping."""
+    try:
+        history = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"is not valid JSON ({error}); pass a list, e.g. '[\"drill\", 12]'")
+    if not isinstance(history, list):
+        raise argparse.ArgumentTypeError(f"is a JSON {type(history).__name__}, not a list; pass e.g. "
+                                         "'[\"drill\", 12]'")
+    return history
+
+
 def format_recommendations(items: list[RecommendedItem], held_out: int | None = None) -> str:
     """A plain-text table, best first; a held-out next item in it is marked."""
     width = max(len(str(item.item_id)) for item in items)
@@ -272,7 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "the catalogue")
     recommend.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="default: %(default)s")
     given = recommend.add_mutually_exclusive_group(required=True)
-    given.add_argument("--history", type=_history, help="item titles, oldest first, separated by ';'")
+    given.add_argument("--history", type=_history, help="item titles, oldest first, separated by ';'; titles "
+                       "outside the catalogue are read as text")
+    given.add_argument("--history-json", type=_history_json, metavar="JSON",
+                       help="the history as a JSON list of titles and item ids, oldest first, e.g. "
+                            "'[\"Wallplate, 2-Port; White\", 40]' (for titles that hold ';')")
+    given.add_argument("--history-ids", type=int, nargs="+", metavar="ID", help="the history as item ids of the "
+                       "domain, oldest first")
     given.add_argument("--user", help="a test user id of the domain: its history in test.json without the last "
                        "item (which the table marks when recommended)")
     recommend.add_argument("--top-k", type=_positive_int, default=10, help="items listed; default: %(default)s")
@@ -314,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
                            args.rerank_top)
             return 0
         if args.command == "recommend":
-            items, held_out = recommend_from_dir(args.model_dir, args.data_dir, args.domain, history=args.history,
+            history = next((given for given in (args.history, args.history_json, args.history_ids)
+                            if given is not None), None)
+            items, held_out = recommend_from_dir(args.model_dir, args.data_dir, args.domain, history=history,
                                                  user=args.user, top_k=args.top_k,
                                                  exclude_history=not args.include_history, rerank_top=args.rerank_top)
             print(json.dumps([item.to_dict() for item in items], indent=2) if args.json
@@ -342,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"xcross {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Every file a command writes is written atomically, so an interrupt leaves none half-written.
+        if args.debug:
+            raise
+        resume = "; rerun the same command to resume from its last checkpoint" if args.command in TRAINING else ""
+        print(f"xcross {args.command}: interrupted{resume}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

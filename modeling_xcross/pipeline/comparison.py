@@ -60,7 +60,7 @@ def plot_mrr(rows: list[dict], path: Path) -> None:
     axes.set(ylabel="test MRR", title=f"Test MRR, {rows[0]['test_users']} users, 30 candidates each")
     axes.tick_params(axis="x", labelrotation=20)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
     plt.close(figure)
 
 

@@ -239,8 +239,9 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path), popularity)
     metrics = score(model, collator, samples, batch_size)
     if full_ranking:
-        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, collator=collator,
-                                                     rerank_top=rerank_top, cache_dir=model_dir, popularity=popularity)
+        # Read as `recommend` reads the model (its own tokenizer and max_length), so the two share its item cache.
+        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, rerank_top=rerank_top,
+                                                     cache_dir=model_dir, popularity=popularity)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)
