@@ -42,7 +42,7 @@ class CatalogueRecommendationMixin:
         try:
             from modeling_xcross.pipeline.catalogue import recommend
         except ImportError as error:
-            raise ImportError("recommend() needs the xcross package installed (pip install xcross), which holds the "
+            raise ImportError("recommend() needs the xcross-rec package installed (pip install xcross-rec), which holds the "
                               "tokenizing and catalogue code; the remote-code files alone only score inputs.") from error
         return recommend(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
                          first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)
