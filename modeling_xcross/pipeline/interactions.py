@@ -57,7 +57,8 @@ class Domain:
         return "\n".join([kept, *(f"{reason}: {count}" for reason, count in sorted(self.report.items()))])
 
 
-def number_items(histories: dict[str, list[str]], train_users: list[str], test_users: list[str]) -> tuple[dict[str, int], dict[str, list[int]], dict[str, list[int]]]:
+def number_items(histories: dict[str, list[str]], train_users: list[str], test_users: list[str],
+                 ) -> tuple[dict[str, int], dict[str, list[int]], dict[str, list[int]]]:
     """Dense item ids from 0 in order of first appearance through the train users, then the test users:
     (smap {item: id}, train {user: ids}, test {user: ids})."""
     smap: dict[str, int] = {}

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging
 
 from configuration_xcross import XCrossConfig
 
@@ -21,6 +22,8 @@ from .collator import RecommendationCollator
 from .head_recommender import HEAD_RECOMMENDER_KIND, HeadRecommender
 from .lora_recommender import LEGACY_CONFIG_NAME, LoraRecommender, RecommenderConfig
 from .prompts import PROMPT, PromptFormat
+
+logger = logging.get_logger(f"transformers.{__name__}")
 
 
 # Title -> count in the train histories, saved beside a model whose dual score has a popularity prior.
@@ -144,16 +147,18 @@ def load_trained_model(directory: Path):
 def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring: str = "cross",
                  history_encoding: str = "text", history_decay: float = 1.0) -> RecommendationCollator:
     """The collator matching the backbone and scoring form (cross prompts: text pairs for encoders, one text for
-    decoders) and history encoding, after checking that `max_length` fits every candidate of `titles` (with some history in a cross
-    prompt), so no prompt fails or loses its candidate."""
+    decoders) and history encoding. A title longer than `max_length` leaves it is cut to its beginning, with one
+    warning for all of `titles`; only a `max_length` that leaves no candidate token is refused."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
     collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring,
                                       history_encoding=history_encoding, history_decay=history_decay)
-    required = collator.required_length(titles)
-    if max_length < required:
-        raise ValueError(f"--max-length {max_length} is too small: the longest candidate title of this domain "
-                         f"{'alone' if scoring == 'dual' else 'with one history token'} takes {required} tokens; pass "
-                         f"--max-length {required} or more.")
+    budget = collator.candidate_budget
+    lengths = collator.title_lengths(titles)
+    cut = [length for length in lengths if length > budget]
+    if cut:
+        logger.warning(f"{len(cut)} of {len(lengths)} titles take more than the {budget} tokens --max-length "
+                       f"{max_length} leaves a candidate (the longest {max(cut)}); they are cut to their first "
+                       f"{budget} tokens.")
     return collator
