@@ -103,7 +103,8 @@ def _columns(table, options: dict[str, str], role: str, where: str) -> list[list
 
 
 def _time(value, row: int, column: str, where: str) -> float:
-    """A timestamp as a number: numbers as they are, numeric text, or ISO 8601 text (2024-05-01T10:00:00)."""
+    """A timestamp as a number: numbers as they are, numeric text, or ISO 8601 text (2024-05-01T10:00:00). `row`
+    counts data rows from 1."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
         return float(value)
     if isinstance(value, datetime):
@@ -147,7 +148,7 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
     untitled: set[str] = set()
     item_column, title_column = _columns(read_table(items, "items"), {
         columns.item_table_item: "items-item-column", columns.title: "title-column"}, "items", where_items)
-    for row, (raw_item, raw_title) in enumerate(zip(item_column, title_column)):
+    for row, (raw_item, raw_title) in enumerate(zip(item_column, title_column), 1):
         item = _key(raw_item, row, columns.item_table_item, where_items)
         if item in titles or item in untitled:
             report["item rows dropped: a repeated item (the first row kept)"] += 1
@@ -170,7 +171,7 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
         where_events)
     timed = defaultdict(set)
     order: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    for row, (raw_user, raw_item, raw_time) in enumerate(zip(users, item_ids, times)):
+    for row, (raw_user, raw_item, raw_time) in enumerate(zip(users, item_ids, times), 1):
         user = _key(raw_user, row, columns.user, where_events)
         item = _key(raw_item, row, columns.item, where_events)
         time = _time(raw_time, row, columns.timestamp, where_events)
