@@ -77,7 +77,7 @@ def write_domain(domain: Domain, output_dir: str | Path) -> None:
 
 def read_table(source, role: str):
     """A `datasets.Dataset` from a Dataset, or a .csv, .jsonl/.json (one object per line) or .parquet file."""
-    from datasets import Dataset
+    from datasets import Dataset  # here: slow to import, and only `prepare` needs it
 
     if isinstance(source, Dataset):
         return source
