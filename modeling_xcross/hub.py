@@ -86,7 +86,7 @@ from transformers import AutoModel, AutoTokenizer
 
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo (needs peft)
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
-# or, with the xcross package installed: `import modeling_xcross` first, and no trust_remote_code
+# or, with the xcross-rec package installed (pip install xcross-rec): `import modeling_xcross` first, and no trust_remote_code
 ```
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")

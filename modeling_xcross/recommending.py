@@ -52,7 +52,7 @@ class CatalogueRecommendationMixin:
             Per history, a list of `RecommendedItem(item_id, title, score, rank)`.
         """
         if _ranker is None:
-            raise ImportError("recommend() needs the inference code of the xcross package (pip install xcross, then "
+            raise ImportError("recommend() needs the inference code of the xcross package (pip install xcross-rec, then "
                               "import modeling_xcross), which holds the tokenizing and catalogue code; the remote-code "
                               "files alone only score inputs.")
         return _ranker(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,

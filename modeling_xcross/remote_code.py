@@ -28,7 +28,7 @@ _FUTURE = "from __future__ import annotations"
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"Writing remote code needs the `{package}` package installed (pip install xcross); a model "
+        raise RuntimeError(f"Writing remote code needs the `{package}` package installed (pip install xcross-rec); a model "
                            "loaded with trust_remote_code cannot regenerate its own code files.")
     return Path(next(iter(spec.submodule_search_locations)))
 

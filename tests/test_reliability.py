@@ -229,11 +229,12 @@ def test_invalid_numbers_are_usage_errors(data_dir, tmp_path, option, value, cap
     assert exit_.value.code == 2 and f"argument {option}:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("max_length", ["1", "2", "8"])
-def test_max_length_too_small_for_the_prompts_is_refused_upfront(data_dir, tiny_backbone, tmp_path, max_length,
-                                                                  capsys):
+@pytest.mark.parametrize("scoring, max_length", [("dual", "1"), ("dual", "2"), ("cross", "4")])
+def test_max_length_too_small_for_the_prompts_is_refused_upfront(data_dir, tiny_backbone, tmp_path, scoring,
+                                                                  max_length, capsys):
+    # [CLS] title [SEP] (dual), [CLS] history [SEP] candidate [SEP] (cross): no room for a title token.
     assert main(["train-adapter", "--domain", "Toys", "--data-dir", str(data_dir), "--output-dir", str(tmp_path),
-                 "--backbone", str(tiny_backbone), *SMALL, "--max-length", max_length]) == 1
+                 "--backbone", str(tiny_backbone), *SMALL, "--max-length", max_length, "--scoring", scoring]) == 1
     assert f"--max-length {max_length} is too small" in capsys.readouterr().err
     assert not (tmp_path / "run_settings.json").exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 
 import torch
 
@@ -34,6 +35,7 @@ class RecommendationCollator:
             tokenizer.pad_token = tokenizer.eos_token
         self.pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         self._prefix_length = self._leading_tokens(prompt.decoder_prefix)
+        self._fitted: dict[str, str] = {}  # cross scoring: title -> the title cut to fit (fit_title)
 
     def _leading_tokens(self, prefix: str) -> int:
         """Tokens up to the end of `prefix` in a tokenized text that starts with it (leading special tokens too)."""
@@ -42,16 +44,36 @@ class RecommendationCollator:
         start = next(i for i in range(len(with_specials)) if with_specials[i:i + len(bare)] == bare)
         return start + len(bare)
 
-    def required_length(self, titles: Iterable[str]) -> int:
-        """The shortest `max_length` that keeps every candidate of `titles` whole next to one history token."""
-        titles = list(titles)
+    @cached_property
+    def candidate_budget(self) -> int:
+        """Tokens a candidate title may take: `max_length` less the prompt's fixed tokens (special tokens, and in a
+        cross prompt the template and one history token). Refused when that leaves none."""
+        probe = "x"  # a one-token title; its prompt's length less its own token is the fixed part
         if self.scoring == "dual":  # a title is encoded on its own
-            encoded = self.tokenizer(titles)
+            prompt = self.tokenizer(probe)
         elif self.text_pair:
-            encoded = self.tokenizer(["x"] * len(titles), titles)
+            prompt = self.tokenizer("x", probe)
         else:
-            encoded = self.tokenizer([self.prompt.decoder_text("x", title) for title in titles])
-        return max(len(ids) for ids in encoded["input_ids"])
+            prompt = self.tokenizer(self.prompt.decoder_text("x", probe))
+        fixed = len(prompt["input_ids"]) - len(self.tokenizer(probe, add_special_tokens=False)["input_ids"])
+        if self.max_length <= fixed:
+            raise XCrossError(f"--max-length {self.max_length} is too small: the prompt's fixed tokens"
+                              f"{'' if self.scoring == 'dual' else ' and one history token'} take {fixed}, which "
+                              f"leaves no token of a title; pass --max-length {fixed + 1} or more.")
+        return self.max_length - fixed
+
+    def title_lengths(self, titles: Iterable[str]) -> list[int]:
+        """Each title's tokens on its own (no special tokens)."""
+        return [len(ids) for ids in self.tokenizer(list(titles), add_special_tokens=False)["input_ids"]]
+
+    def fit_title(self, title: str) -> str:
+        """Cross scoring: the title whole where it fits beside one history token, else its first
+        `candidate_budget` tokens (cut at a token boundary of the text), so a long title is cut, not refused."""
+        if title not in self._fitted:
+            budget = self.candidate_budget
+            offsets = self.tokenizer(title, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            self._fitted[title] = title if len(offsets) <= budget else title[:offsets[budget - 1][1]]
+        return self._fitted[title]
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if self.scoring == "dual":
@@ -60,7 +82,7 @@ class RecommendationCollator:
         for example in examples:
             history = self.prompt.history(example["history"])
             histories += [history] * len(example["candidates"])
-            candidates += example["candidates"]
+            candidates += [self.fit_title(candidate) for candidate in example["candidates"]]
         batch = self._encode_pairs(histories, candidates) if self.text_pair else self._encode_texts(histories,
                                                                                                     candidates)
         shape = (len(examples), len(examples[0]["candidates"]), -1)
@@ -162,7 +184,8 @@ class RecommendationCollator:
         for example in examples:
             history = self.prompt.history(example["history"])
             before_candidate = self.tokenizer(self.prompt.decoder_text(history, ""))["input_ids"]
-            texts = [self.prompt.decoder_text(history, candidate) for candidate in example["candidates"]]
+            texts = [self.prompt.decoder_text(history, self.fit_title(candidate))
+                     for candidate in example["candidates"]]
             for ids in self.tokenizer(texts)["input_ids"]:
                 shared = next((i for i, (a, b) in enumerate(zip(ids, before_candidate)) if a != b),
                               min(len(ids), len(before_candidate)))

@@ -9,6 +9,7 @@ head-only baselines, evaluate.
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history "title one; title two" --top-k 10
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history-json '["a title; with a semicolon"]'
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history-ids 12 40
+    xcross prepare --interactions events.csv --items items.csv --output-dir data/MyShop
 
 Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also `python -m modeling_xcross.pipeline.cli`.
 """
@@ -29,8 +30,9 @@ from ..inference.catalogue import DEFAULT_RERANK_TOP, RecommendedItem
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
 from .comparison import ComparisonError, compare
-from .data import DEFAULT_DATA_DIR, DataError
+from .data import DEFAULT_DATA_DIR, MIN_HISTORY, DataError
 from .domain_ranking import recommend_from_dir
+from .interactions import SPLITS, InteractionColumns, read_interactions, write_domain
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
 
@@ -306,7 +308,37 @@ def build_parser() -> argparse.ArgumentParser:
                            help="print a JSON list of {item_id, title, score, rank} instead of a table")
     _rerank_top(recommend)
     recommend.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
+    _prepare(commands)
     return parser
+
+
+def _prepare(commands) -> None:
+    prepare = commands.add_parser("prepare", help="check your own interactions and item titles (CSV, JSON Lines, "
+                                  "Parquet) and write the domain folder the other commands read")
+    prepare.add_argument("--interactions", required=True, type=Path,
+                         help="table of (user, item, timestamp) rows: .csv, .jsonl or .parquet")
+    prepare.add_argument("--items", required=True, type=Path, help="table of (item, title) rows: .csv, .jsonl or "
+                         ".parquet")
+    prepare.add_argument("--output-dir", required=True, type=Path,
+                         help="the domain folder to write: pass its parent as --data-dir and its name as --domain")
+    defaults = InteractionColumns()
+    prepare.add_argument("--user-column", default=defaults.user, help="default: %(default)s")
+    prepare.add_argument("--item-column", default=defaults.item, help="default: %(default)s")
+    prepare.add_argument("--time-column", default=defaults.timestamp,
+                         help="numbers (e.g. Unix seconds) or ISO 8601 text; default: %(default)s")
+    prepare.add_argument("--title-column", default=defaults.title, help="in --items; default: %(default)s")
+    prepare.add_argument("--items-item-column", default=None,
+                         help="the item column of --items; default: the same as --item-column")
+    prepare.add_argument("--min-interactions", type=_positive_int, default=3,
+                         help=f"users with fewer interactions with titled items are dropped (at least {MIN_HISTORY}); "
+                              "default: %(default)s")
+    prepare.add_argument("--split", choices=SPLITS, default="time",
+                         help="time: the test users are those whose last interaction is the latest; random: a "
+                              "seeded random choice; default: %(default)s")
+    prepare.add_argument("--test-fraction", type=_finite_float, default=0.2,
+                         help="fraction of the kept users that become test users, in [0, 1); default: %(default)s")
+    prepare.add_argument("--seed", type=_seed, default=0, help="seed of --split random; default: %(default)s")
+    prepare.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
 
 
 def _dual_settings(args: argparse.Namespace) -> dict:
@@ -345,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
                                                  exclude_history=not args.include_history, rerank_top=args.rerank_top)
             print(json.dumps([item.to_dict() for item in items], indent=2) if args.json
                   else format_recommendations(items, held_out))
+            return 0
+        if args.command == "prepare":
+            columns = InteractionColumns(args.user_column, args.item_column, args.time_column, args.title_column,
+                                         args.items_item_column)
+            domain = read_interactions(args.interactions, args.items, columns, args.min_interactions,
+                                       args.test_fraction, args.split, args.seed)
+            write_domain(domain, args.output_dir)
+            print(f"{args.output_dir}: {domain.summary()}")
             return 0
         settings = RunSettings(
             command=args.command, data_dir=args.data_dir, domain=args.target if args.command == "train" else args.domain,

@@ -7,16 +7,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer
+from transformers.utils import logging
 
 from ..adapters import ADAPTER_CONFIG_NAME
 from ..auto_loading import ModelDirError
 from ..checkpoint import read_json
-from ..errors import XCrossError
 from ..families import family_for
 from ..head_recommender import HeadRecommender
 from ..inference.collator import RecommendationCollator
 from ..modeling_xcross import XCrossForSequentialRecommendation
 from ..packaged_models import canonical_model_name, resolve_model_path, same_backbone
+
+logger = logging.get_logger(f"transformers.{__name__}")
 
 
 def source_backbone(directory: Path, option: str = "--sources") -> str:
@@ -58,16 +60,18 @@ def build_head_recommender(backbone: str, merge_sources: list[Path], seed: int, 
 def collator_for(backbone: str, max_length: int, titles: Iterable[str], scoring: str = "cross",
                  history_encoding: str = "text", history_decay: float = 1.0) -> RecommendationCollator:
     """The collator matching the backbone and scoring form (cross prompts: text pairs for encoders, one text for
-    decoders) and history encoding, after checking that `max_length` fits every candidate of `titles` (with some history in a cross
-    prompt), so no prompt fails or loses its candidate."""
+    decoders) and history encoding. A title longer than `max_length` leaves it is cut to its beginning, with one
+    warning for all of `titles`; only a `max_length` that leaves no candidate token is refused."""
     path = resolve_model_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     text_pair = family_for(AutoConfig.from_pretrained(path).model_type).default_pooling == "cls"
     collator = RecommendationCollator(tokenizer, text_pair=text_pair, max_length=max_length, scoring=scoring,
                                       history_encoding=history_encoding, history_decay=history_decay)
-    required = collator.required_length(titles)
-    if max_length < required:
-        raise XCrossError(f"--max-length {max_length} is too small: the longest candidate title of this domain "
-                          f"{'alone' if scoring == 'dual' else 'with one history token'} takes {required} tokens; pass "
-                          f"--max-length {required} or more.")
+    budget = collator.candidate_budget
+    lengths = collator.title_lengths(titles)
+    cut = [length for length in lengths if length > budget]
+    if cut:
+        logger.warning(f"{len(cut)} of {len(lengths)} titles take more than the {budget} tokens --max-length "
+                       f"{max_length} leaves a candidate (the longest {max(cut)}); they are cut to their first "
+                       f"{budget} tokens.")
     return collator
