@@ -128,3 +128,16 @@ def test_best_reference_run_is_scored_on_the_models_lists_and_named_by_compare(d
     assert f"| best reference: {best['description']} |" in text
     assert f"Best reference, chosen on validation users: {best['description']}, test MRR {metrics['mrr']:.4f}" in text
     assert json.loads((tmp_path / "out" / "comparison.json").read_text())["best_reference"] in text
+
+
+@pytest.mark.parametrize("best", [
+    {"name": "recency popularity", "settings": {"recency_half_life": 0.5}},
+    {"name": "similarity + prior", "settings": {"prior_weight": 1.0, "recency_half_life": None}},
+])
+def test_best_reference_ranks_the_whole_catalogue(data_dir, tiny_backbone, best):
+    from modeling_xcross.pipeline.baselines import best_reference_full_ranking
+
+    domain = load_domain(data_dir, "Tools")
+    users = sorted(domain.test)[:5]
+    ranking = best_reference_full_ranking(best, domain, users, str(tiny_backbone), 48)
+    assert ranking["users"] == 5 and 0 < ranking["mrr"] <= 1
