@@ -82,10 +82,9 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
     path = output_dir / f"candidates_test_{len(users['test'])}users_seed{seed}.json"
     lists = eval_lists_for(domain, "test", users["test"], seed, path)
     prior = method == "similarity-popularity"
-    prior_settings = ({"history_decay": history_decay, "temperature": temperature,
-                       "popularity_weight": popularity_weight} if prior else {})
-    if method == BEST_REFERENCE:
-        prior_settings = {"history_decay": history_decay, "temperature": temperature}
+    scoring = {"history_decay": history_decay, "temperature": temperature}  # the dual references' settings
+    prior_settings = ({**scoring, "popularity_weight": popularity_weight} if prior
+                      else scoring if method == BEST_REFERENCE else {})
     ranking, choice = None, {}
     if method == BEST_REFERENCE:
         model, collator = untrained_model(backbone, domain, max_length, popularity_weight=None, **prior_settings)
@@ -114,15 +113,17 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
         if full_ranking:
             order = np.random.default_rng(seed).random((len(users["test"]), len(domain.titles)))
             ranking = fixed_full_ranking(domain, "test", users["test"], torch.from_numpy(order))
-    metrics = (dict(choice["best_reference"]["test"]) if choice else
-               load_ranking_metric().compute(predictions=scores, references=[entry["label"] for entry in lists["lists"]]))
+    labels = [entry["label"] for entry in lists["lists"]]
+    metrics = (dict(choice["best_reference"]["test"]) if choice
+               else load_ranking_metric().compute(predictions=scores, references=labels))
     if ranking is not None:
         metrics["full_ranking"] = ranking
     settings = {"command": "baseline", "method": method, "data_dir": data_dir, "domain": domain_name,
                 "output_dir": str(output_dir), "backbone": canonical_model_name(backbone),
                 "max_train_users": max_train_users, "max_eval_users": max_eval_users, "val_users": val_users,
                 "max_length": max_length, "seed": seed, "full_ranking": full_ranking, **prior_settings}
-    metrics.update(split="test", num_users=len(users["test"]), num_train_users=len(users["train"]),
+    metrics.update(split="test", num_users=len(users["test"]),
+                   num_train_users=choice.get("test_counted_users", len(users["train"])),
                    trainable_parameters=0, wall_time_s=round(time.time() - started, 1), settings=settings, **choice)
     write_metrics(output_dir, metrics)
     return metrics
