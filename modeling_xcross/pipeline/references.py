@@ -95,10 +95,14 @@ class ReferenceScorer:
         self.domain, self.lists, self.counted, self.similarity = domain, lists, counted, similarity
         self.labels = np.array([entry["label"] for entry in lists])
         self._metric = load_ranking_metric()
+        self._counts_by_half_life = {}  # every prior weight reads the same counts
 
     def _counts(self, half_life: float | None) -> dict[str, Counter]:
-        weights = recency_weights(self.domain, self.counted, half_life)
-        return {"items": weighted_item_counts(self.domain, weights), "titles": weighted_counts(self.domain, weights)}
+        if half_life not in self._counts_by_half_life:
+            weights = recency_weights(self.domain, self.counted, half_life)
+            self._counts_by_half_life[half_life] = {"items": weighted_item_counts(self.domain, weights),
+                                                    "titles": weighted_counts(self.domain, weights)}
+        return self._counts_by_half_life[half_life]
 
     def scores(self, name: str, settings: dict) -> torch.Tensor:
         """`(lists, candidates)` scores of reference `name` with `settings` (prior_weight, recency_half_life)."""
