@@ -3,7 +3,8 @@
 # Sports, X-Cross on Tools from them, the target-LoRA baseline on Tools (all with the CLI's default dual scoring:
 # histories as the recency-weighted mean of their titles, a learned popularity prior), then the references that need
 # no training (popularity, untrained-backbone similarity, the untrained dual model = similarity + popularity prior,
-# random) on the same test lists, and one table of them all:
+# random) on the same test lists, the best reference (popularity over all train users, recency-weighted, similarity
+# + prior, their settings chosen on the latest train users), and one table of them all:
 # OUT/comparison.md, OUT/comparison.json, OUT/comparison_mrr.png. Finished stages are reused on a rerun.
 #   bash examples/minilm_toys_sports_to_tools.sh [OUT]
 # environment: TRAIN_USERS, EVAL_USERS, VAL_USERS, EPOCHS, MAX_LENGTH, BACKBONE, DATA_DIR
@@ -31,13 +32,14 @@ stage "LoRA on Sports (source)"  "$OUT/lora-sports" train-adapter --domain Sport
 stage "X-Cross on Tools"         "$OUT/xcross-tools" train --target Tools --sources "$OUT/lora-toys" "$OUT/lora-sports" \
                                                      "${TRAIN[@]}"
 stage "LoRA on Tools (baseline)" "$OUT/lora-tools"  train-adapter --domain Tools  "${TRAIN[@]}"
-for method in popularity similarity similarity-popularity random; do
+for method in popularity similarity similarity-popularity random best-reference; do
   stage "$method (no training)" "$OUT/$method-tools" baseline --method "$method" --domain Tools "${DATA[@]}" \
         --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}" --max-train-users "${TRAIN_USERS:-2000}"
 done
 xcross compare --output-dir "$OUT" --runs "X-Cross=$OUT/xcross-tools" "Target LoRA=$OUT/lora-tools" \
        "popularity=$OUT/popularity-tools" "similarity=$OUT/similarity-tools" \
-       "similarity + popularity (untrained)=$OUT/similarity-popularity-tools" "random=$OUT/random-tools"
+       "similarity + popularity (untrained)=$OUT/similarity-popularity-tools" "random=$OUT/random-tools" \
+       "best reference=$OUT/best-reference-tools"
 # What the trained X-Cross recommends from the whole Tools catalogue to the first test user (its history: test.json
 # without the last item, which is marked if it makes the top 10); the catalogue's item vectors are cached on first use.
 TEST_USER=$("$PYTHON" -c 'import glob, json, sys; print(json.load(open(sorted(glob.glob(sys.argv[1] + "/candidates_test_*.json"))[0]))["lists"][0]["user"])' "$OUT/xcross-tools")

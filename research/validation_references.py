@@ -40,26 +40,7 @@ from modeling_xcross.pipeline.candidates import build_eval_lists
 from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DomainData, load_domain, split_users
 from modeling_xcross.inference.encoding import encode_items
 from modeling_xcross.pipeline.metrics import load_ranking_metric
-
-
-def recency_weights(domain: DomainData, users: list[str], half_life: float | None) -> dict[str, float]:
-    """Each user's weight in the counts: 1, or decaying with how early the user comes in the file, mean 1."""
-    if half_life is None:
-        return dict.fromkeys(users, 1.0)
-    position = {user: index for index, user in enumerate(domain.train)}
-    last = len(position) - 1
-    weights = {user: 0.5 ** ((last - position[user]) / (half_life * len(position))) for user in users}
-    scale = len(users) / sum(weights.values())
-    return {user: weight * scale for user, weight in weights.items()}
-
-
-def weighted_counts(domain: DomainData, weights: dict[str, float]) -> Counter:
-    """`title_counts` with each user's items counted at that user's weight."""
-    counts = Counter()
-    for user, weight in weights.items():
-        for item in domain.train[user]:
-            counts[domain.titles[item]] += weight
-    return counts
+from modeling_xcross.pipeline.references import recency_weights, weighted_counts
 
 
 def history_popularity(domain: DomainData, history: list[int], counts: Counter, own: Counter | None = None) -> float:

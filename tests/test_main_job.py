@@ -12,7 +12,8 @@ import pytest
 from modeling_xcross.pipeline.comparison import ComparisonError, compare
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["X-Cross", "Target LoRA", "popularity", "similarity", "similarity + popularity (untrained)", "random"]
+ROWS = ["X-Cross", "Target LoRA", "popularity", "similarity", "similarity + popularity (untrained)", "random",
+        "best reference"]
 
 
 def test_main_job_trains_scores_and_tabulates(data_dir, tiny_backbone, tmp_path):
@@ -25,16 +26,17 @@ def test_main_job_trains_scores_and_tabulates(data_dir, tiny_backbone, tmp_path)
     assert [row["model"] for row in table["rows"]] == ROWS
     assert all({"mrr", "hit@1", "hit@10", "trainable_parameters", "train_time_s"} <= set(row) for row in table["rows"])
     assert {row["test_users"] for row in table["rows"]} == {6}
-    assert [row["reference"] for row in table["rows"]] == [False, False, True, True, True, True], \
+    assert [row["reference"] for row in table["rows"]] == [False, False, True, True, True, True, True], \
         "the `xcross baseline` rows are the references (no train time in the table)"
     assert (tmp_path / "out" / "comparison_mrr.png").stat().st_size > 0
+    assert table["best_reference"].startswith("Best reference, chosen on validation users: ")
     assert "| X-Cross |" in first.stdout and table["verdict"] in first.stdout
     # It ends with X-Cross's top 10 of the whole catalogue for a test user.
     recommended = first.stdout.split("top 10 of the Tools catalogue")[1].splitlines()
     assert recommended[1].split() == ["rank", "score", "item", "title"] and recommended[11].split()[0] == "10"
     # A rerun reuses every finished stage and only rebuilds the table.
     second = subprocess.run(["bash", *job], env=env, capture_output=True, text=True, cwd=ROOT)
-    assert second.returncode == 0 and second.stdout.count("done before") == 8, second.stdout[-2000:]
+    assert second.returncode == 0 and second.stdout.count("done before") == 9, second.stdout[-2000:]
 
 
 def _metrics(directory: Path, mrr: float, users: int = 10) -> Path:

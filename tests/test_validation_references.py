@@ -1,5 +1,6 @@
-"""The prior variants research/validation_references.py tries on validation users: counts that favour later users,
-and the history popularity a per-user prior weight follows; the pooling the script scores with."""
+"""The prior variants research/validation_references.py tries on validation users: the history popularity a per-user
+prior weight follows (the counts that favour later users are tested with references.py); the pooling the script
+scores with."""
 
 from __future__ import annotations
 
@@ -30,24 +31,6 @@ def script():
 @pytest.fixture(scope="module")
 def domain(tmp_path_factory):
     return load_domain(make_domain(tmp_path_factory.mktemp("data"), "Tools", train_users=40), "Tools")
-
-
-def test_plain_weights_give_the_pipelines_counts(script, domain):
-    users = list(domain.train)[5:30]
-    weights = script.recency_weights(domain, users, None)
-    assert set(weights.values()) == {1.0}
-    assert script.weighted_counts(domain, weights) == title_counts(domain, users)
-
-
-def test_recency_weights_halve_every_half_life_and_keep_the_mass(script, domain):
-    ordered = list(domain.train)  # 40 users in file order
-    users = ordered[::2]
-    weights = script.recency_weights(domain, users, 0.25)  # halves every 10 users of the file
-    assert sum(weights.values()) == pytest.approx(len(users))
-    assert weights[ordered[30]] == pytest.approx(2 * weights[ordered[20]])
-    assert weights[ordered[38]] > weights[ordered[0]] * 8
-    total = script.weighted_counts(domain, weights)
-    assert sum(total.values()) == pytest.approx(sum(len(domain.train[user]) * weights[user] for user in users))
 
 
 def test_history_popularity_leaves_the_users_own_share_out(script, domain):

@@ -8,6 +8,9 @@
   popularity prior over the train users' title counts): what a dual X-Cross or LoRA recommender computes at
   initialisation (zero LoRA B, zero fusion heads), the point training starts from.
 - random: a seeded random order (MRR about 0.133 for 30 candidates).
+- best-reference: popularity over all the train users, recency-weighted popularity, similarity, and similarity + a
+  popularity prior, with their settings chosen on the latest train users, and the best of them on those validation
+  users (references.py); its test metrics are the best one's.
 
 Each can also rank every test user's true item among all items of the domain (full ranking).
 """
@@ -30,10 +33,11 @@ from .data import DataError, DomainData, load_domain, split_users
 from .domain_ranking import fixed_full_ranking, model_full_ranking
 from .metrics import load_ranking_metric
 from .models import collator_for
+from .references import BEST_REFERENCE, evaluate_references, recency_weights, weighted_counts, weighted_item_counts
 from .runs import write_metrics
 from .samples import EvalSamples, title_counts
 
-BASELINES = ("popularity", "similarity", "similarity-popularity", "random")
+BASELINES = ("popularity", "similarity", "similarity-popularity", "random", BEST_REFERENCE)
 
 
 def popularity(domain: DomainData, train_users: list[str]) -> Counter:
@@ -80,10 +84,20 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
     path = output_dir / f"candidates_test_{len(users['test'])}users_seed{seed}.json"
     lists = eval_lists_for(domain, "test", users["test"], seed, path)
     prior = method == "similarity-popularity"
-    prior_settings = ({"history_decay": history_decay, "temperature": temperature,
-                       "popularity_weight": popularity_weight} if prior else {})
-    ranking = None
-    if method == "popularity":
+    scoring = {"history_decay": history_decay, "temperature": temperature}  # the dual references' settings
+    prior_settings = ({**scoring, "popularity_weight": popularity_weight} if prior
+                      else scoring if method == BEST_REFERENCE else {})
+    ranking, choice = None, {}
+    if method == BEST_REFERENCE:
+        model, collator = untrained_model(backbone, domain, max_length, popularity_weight=None, **prior_settings)
+        choice = evaluate_references(domain, lists, val_users, seed, model, collator, output_dir)
+        best = choice["best_reference"]
+        print(f"best reference on the latest {val_users} train users: {best['description']} "
+              f"(validation MRR {best['validation_mrr']:.4f}, test MRR {best['test']['mrr']:.4f})")
+        if full_ranking:
+            ranking = best_reference_full_ranking(best, domain, users["test"], backbone, max_length,
+                                                  **prior_settings)
+    elif method == "popularity":
         scores = popularity_scores(domain, users["train"], lists["lists"])
         if full_ranking:
             counts = popularity(domain, users["train"])
@@ -101,15 +115,31 @@ def evaluate_baseline(method: str, data_dir: str, domain_name: str, output_dir: 
         if full_ranking:
             order = np.random.default_rng(seed).random((len(users["test"]), len(domain.titles)))
             ranking = fixed_full_ranking(domain, "test", users["test"], torch.from_numpy(order))
-    metrics = load_ranking_metric().compute(predictions=scores,
-                                            references=[entry["label"] for entry in lists["lists"]])
+    labels = [entry["label"] for entry in lists["lists"]]
+    metrics = (dict(choice["best_reference"]["test"]) if choice
+               else load_ranking_metric().compute(predictions=scores, references=labels))
     if ranking is not None:
         metrics["full_ranking"] = ranking
     settings = {"command": "baseline", "method": method, "data_dir": data_dir, "domain": domain_name,
                 "output_dir": str(output_dir), "backbone": canonical_model_name(backbone),
                 "max_train_users": max_train_users, "max_eval_users": max_eval_users, "val_users": val_users,
                 "max_length": max_length, "seed": seed, "full_ranking": full_ranking, **prior_settings}
-    metrics.update(split="test", num_users=len(users["test"]), num_train_users=len(users["train"]),
-                   trainable_parameters=0, wall_time_s=round(time.time() - started, 1), settings=settings)
+    metrics.update(split="test", num_users=len(users["test"]),
+                   num_train_users=choice.get("test_counted_users", len(users["train"])),
+                   trainable_parameters=0, wall_time_s=round(time.time() - started, 1), settings=settings, **choice)
     write_metrics(output_dir, metrics)
     return metrics
+
+
+def best_reference_full_ranking(best: dict, domain: DomainData, users: list[str], backbone: str, max_length: int,
+                                **scoring) -> dict:
+    """Full-ranking metrics of the chosen reference `best` (`evaluate_references`' `best_reference`), its counts
+    over all the domain's train users."""
+    weights = recency_weights(domain, list(domain.train), best["settings"].get("recency_half_life"))
+    if best["name"] in ("popularity", "recency popularity"):
+        counts = weighted_item_counts(domain, weights)
+        return fixed_full_ranking(domain, "test", users, torch.tensor([counts[item] for item in domain.titles]))
+    weight = best["settings"].get("prior_weight")
+    model, collator = untrained_model(backbone, domain, max_length, popularity_weight=weight, **scoring)
+    return model_full_ranking(model, domain, "test", users, collator=collator,
+                              popularity=weighted_counts(domain, weights) if weight is not None else None)

@@ -6,6 +6,7 @@ head-only baselines, evaluate.
     xcross train-head --domain Tools --merge-sources runs/toys runs/sports --output-dir runs/merged-tools
     xcross evaluate --model-dir runs/xcross-tools --domain Tools
     xcross baseline --method popularity --domain Tools --output-dir runs/popularity-tools
+    xcross baseline --method best-reference --domain Tools --output-dir runs/best-reference-tools
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history "title one; title two" --top-k 10
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history-json '["a title; with a semicolon"]'
     xcross recommend --model-dir runs/xcross-tools --domain Tools --history-ids 12 40
@@ -256,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     baseline = commands.add_parser("baseline", help="score a reference that needs no training (popularity, untrained "
                                    "backbone similarity, random) on the test lists of the trained models")
-    baseline.add_argument("--method", required=True, choices=BASELINES, help="which baseline")
+    baseline.add_argument("--method", required=True, choices=BASELINES,
+                          help="which baseline; best-reference: popularity over all train users, recency-weighted "
+                               "popularity, similarity and similarity + prior, their settings and the best of them "
+                               "chosen on the latest --val-users train users")
     baseline.add_argument("--domain", required=True, help="domain folder name under --data-dir, e.g. Tools")
     baseline.add_argument("--output-dir", required=True, type=Path, help="where metrics.json and the lists go")
     baseline.add_argument("--backbone", default=DEFAULT_BACKBONE,

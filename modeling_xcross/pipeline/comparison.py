@@ -24,7 +24,9 @@ def _row(label: str, directory: Path) -> dict:
             "trainable_parameters": metrics.get("trainable_parameters", 0),
             "train_time_s": metrics.get("wall_time_s"), "test_users": metrics["num_users"], "run": str(directory),
             # A reference needs no training (an `xcross baseline` run): what a trained recommender must beat.
-            "reference": metrics.get("settings", {}).get("command") == "baseline"}
+            "reference": metrics.get("settings", {}).get("command") == "baseline",
+            # An `xcross baseline --method best-reference` run: which reference won on validation users.
+            "best_reference": metrics.get("best_reference", {}).get("description")}
 
 
 def verdict(rows: list[dict], model: str) -> str:
@@ -39,11 +41,22 @@ def verdict(rows: list[dict], model: str) -> str:
             f"{best['mrr']:.4f}).")
 
 
+def best_reference_line(rows: list[dict], model: str) -> str | None:
+    """One sentence on the best-reference row, if any: which reference validation chose and how `model` compares."""
+    chosen = [row for row in rows if row["best_reference"]]
+    if not chosen:
+        return None
+    best, ours = chosen[0], next(row for row in rows if row["model"] == model)
+    return (f"Best reference, chosen on validation users: {best['best_reference']}, test MRR {best['mrr']:.4f}; "
+            f"{model} {ours['mrr'] - best['mrr']:+.4f}.")
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| Model | MRR | Hit@1 | Hit@10 | Trainable parameters | Train time (s) |", "|---|---|---|---|---|---|"]
     for row in rows:
         time_s = "–" if row["reference"] or row["train_time_s"] is None else f"{row['train_time_s']:.0f}"
-        lines.append(f"| {row['model']} | {row['mrr']:.4f} | {row['hit@1']:.4f} | {row['hit@10']:.4f} | "
+        label = f"{row['model']}: {row['best_reference']}" if row["best_reference"] else row["model"]
+        lines.append(f"| {label} | {row['mrr']:.4f} | {row['hit@1']:.4f} | {row['hit@10']:.4f} | "
                      f"{row['trainable_parameters']:,} | {time_s} |")
     return "\n".join(lines)
 
@@ -74,11 +87,12 @@ def compare(runs: dict[str, Path], output_dir: Path, model: str = "X-Cross") -> 
                               "--max-eval-users and --seed.")
     if model not in runs:
         raise ComparisonError(f"{model!r} is not among the compared runs {sorted(runs)}.")
-    text = f"{markdown_table(rows)}\n\n{verdict(rows, model)}\n"
+    sentences = [verdict(rows, model), best_reference_line(rows, model)]
+    text = f"{markdown_table(rows)}\n\n" + "".join(f"{sentence}\n" for sentence in sentences if sentence)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(output_dir / "comparison.md", lambda path: path.write_text(text))
-    atomic_write(output_dir / "comparison.json",
-                 lambda path: path.write_text(json.dumps({"rows": rows, "verdict": verdict(rows, model)}, indent=2)))
+    record = {"rows": rows, "verdict": sentences[0], "best_reference": sentences[1]}
+    atomic_write(output_dir / "comparison.json", lambda path: path.write_text(json.dumps(record, indent=2)))
     plot_mrr(rows, output_dir / "comparison_mrr.png")
     return text
