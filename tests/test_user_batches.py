@@ -11,6 +11,8 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from conftest import SMALL, make_adapter, randomize_integrator
 from modeling_xcross import XCrossForSequentialRecommendation
@@ -18,7 +20,7 @@ from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain
 from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.models import model_collator
-from modeling_xcross.pipeline.runs import METRICS_NAME
+from modeling_xcross.pipeline.runs import METRICS_NAME, RunSettings, train
 from modeling_xcross.pipeline.samples import TrainSamples, title_counts
 from modeling_xcross.pipeline.user_batches import (TITLES_PER_CHUNK, UserBatchCollator, UserBatches,
                                                    distinct_title_batch, distinct_title_logits, group_users)
@@ -169,3 +171,38 @@ def test_cli_trains_on_user_batches(data_dir, tiny_backbone, tmp_path, capsys):
                  "--negatives", "uniform"])
     assert code == 1
     assert "--negatives uniform trains on batches of whole users" in capsys.readouterr().err
+
+
+class KillAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def _settings(data_dir, backbone, out):
+    return RunSettings(command="train-adapter", data_dir=str(data_dir), domain="Toys", output_dir=str(out),
+                       backbone=str(backbone), max_train_users=16, max_eval_users=4, val_users=4, epochs=2,
+                       batch_size=12, eval_batch_size=2, train_negatives=3, max_length=32, save_steps=3, seed=5,
+                       patience=100, scoring="dual", history_encoding="items", history_decay=0.5,
+                       popularity_weight=1.0, train_positions="all", negatives="uniform")
+
+
+def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
+    uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
+    with pytest.raises(KeyboardInterrupt):
+        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(10)])  # resumes from checkpoint-9, in the second epoch (8 batches each)
+    assert not (tmp_path / "b" / METRICS_NAME).exists()
+    resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
+    assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
+    assert resumed["mrr"] == uninterrupted["mrr"]
+    # The returned model may be the untrained start; the last checkpoints hold what each run trained.
+    last = [max((tmp_path / run).glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+            for run in ("a", "b")]
+    assert last[0].name == last[1].name
+    trained = [load_file(path / "model.safetensors") for path in last]
+    assert trained[0].keys() == trained[1].keys() and trained[0]
+    for name in trained[0]:
+        torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
