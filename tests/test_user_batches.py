@@ -192,8 +192,8 @@ def _settings(data_dir, backbone, out):
 
 def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
     uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
-    with pytest.raises(KeyboardInterrupt):
-        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(10)])  # resumes from checkpoint-9, in the second epoch (8 batches each)
+    with pytest.raises(KeyboardInterrupt):  # resumes from checkpoint-9: in the second epoch (8 batches each)
+        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(10)])
     assert not (tmp_path / "b" / METRICS_NAME).exists()
     resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
     assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]

@@ -310,8 +310,9 @@ def _dual_settings(args: argparse.Namespace) -> dict:
             raise ValueError("--center-representations is a dual-scoring option (center_representations centres "
                              "the representations the cosine compares); drop it, or use --scoring dual.")
         return {}
-    return {"negatives": args.negatives, "history_encoding": args.history_encoding, "history_decay": args.history_decay,
-            "popularity_weight": args.popularity_weight, "center_representations": args.center_representations}
+    return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
+            "popularity_weight": args.popularity_weight, "center_representations": args.center_representations,
+            "negatives": args.negatives}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,8 +113,8 @@ class UserBatches(Dataset):
                                                 + len(uniform) / len(self.items)) for item in pool]
         if self.popularity is not None:
             own = {user: title_counts(self.domain, [user]) for user in self.batches[index]}
-            batch["candidate_popularity"] = [[self.popularity[title] - own[user][title] for title in batch["candidates"]]
-                                             for user, _ in examples]
+            batch["candidate_popularity"] = [[self.popularity[title] - own[user][title]
+                                              for title in batch["candidates"]] for user, _ in examples]
         return batch
 
     def _uniform_items(self, index: int) -> list[int]:
