@@ -12,7 +12,7 @@ same number of examples per batch (`--batch-size`; a user batch holds whole user
 X-Cross over `--streams` random rank-8 adapters of all-MiniLM-L6-v2 (untrained adapters time like trained ones), and
 the LoRA recommender (rank 8) on the same backbone. The two paths' steps alternate, one of each per round after a
 warm-up round, so load from other processes on a shared machine hits both alike: the ratio of one run is what
-counts, not the absolute rates. Writes `training.json` and `training.md` into `--output-dir`.
+counts, not the absolute rates. Writes `training_batch<B>[_quick].json` and `.md` into `--output-dir`.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"options": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
               "machine": machine, "wall_time_s": round(time.time() - started, 1), "results": results}
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    stem = "training_quick" if args.quick else "training"
+    stem = f"training_batch{args.batch_size}" + ("_quick" if args.quick else "")
     atomic_write(args.output_dir / f"{stem}.json", lambda path: path.write_text(json.dumps(record, indent=2)))
     atomic_write(args.output_dir / f"{stem}.md", lambda path: path.write_text(markdown(results, args, machine)))
     print(f"Wrote {args.output_dir / stem}.json and .md")

@@ -74,9 +74,12 @@ def test_users_are_grouped_by_length_into_batches_of_about_batch_size(tools):
     assert sorted(user for batch in batches for user in batch) == users
     lengths = [len(tools.train[user]) for batch in batches for user in batch]
     assert lengths == sorted(lengths)
-    for batch in batches:
-        size = sum(len(tools.train[user]) - 1 for user in batch)
-        assert size <= 12 or len(batch) == 1
+    sizes = []
+    for batch in batches[:-1]:  # the last batch takes what is left
+        counts = [len(tools.train[user]) - 1 for user in batch]
+        sizes.append(sum(counts))
+        assert abs(sum(counts) - 12) <= abs(sum(counts) - counts[-1] - 12), "ends where its size is closest to 12"
+    assert abs(sum(sizes) / len(sizes) - 12) < 2
     assert group_users(tools, users, 12, "all", seed=0) == batches
     assert group_users(tools, users, 12, "all", seed=1) != batches
 
@@ -192,7 +195,7 @@ def _settings(data_dir, backbone, out):
 
 def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
     uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
-    with pytest.raises(KeyboardInterrupt):  # resumes from checkpoint-9: in the second epoch (8 batches each)
+    with pytest.raises(KeyboardInterrupt):  # resumes from checkpoint-9: in the second epoch (6 batches each)
         train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(10)])
     assert not (tmp_path / "b" / METRICS_NAME).exists()
     resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
@@ -206,3 +209,11 @@ def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbo
     assert trained[0].keys() == trained[1].keys() and trained[0]
     for name in trained[0]:
         torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
+
+
+def test_training_benchmark_skips_without_data(tmp_path, capsys):
+    from benchmarks.training import main as benchmark
+
+    assert benchmark(["--quick", "--data-dir", str(tmp_path), "--output-dir", str(tmp_path / "out")]) == {}
+    assert "Skipped: no Tools data under --data-dir" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()

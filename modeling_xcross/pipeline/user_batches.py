@@ -48,14 +48,15 @@ def training_positions(history: list[int], positions: str) -> list[int]:
 
 
 def group_users(domain: DomainData, users: list[str], batch_size: int, positions: str, seed: int) -> list[list[str]]:
-    """Users in batches of about `batch_size` examples (a user is never split, so one with more positions is a batch
-    of its own), users of similar history length together; the order within a length is a seeded shuffle."""
+    """Users in batches of about `batch_size` examples: a batch ends where its size is closest to `batch_size` (a
+    user is never split), so batches average `batch_size`; users of similar history length together, the order
+    within a length a seeded shuffle."""
     shuffled = list(users)
     random.Random(f"{seed}-user-batches").shuffle(shuffled)
     batches, current, size = [], [], 0
     for user in sorted(shuffled, key=lambda name: len(domain.train[name])):
         count = len(training_positions(domain.train[user], positions))
-        if current and size + count > batch_size:
+        if current and size + count - batch_size > batch_size - size:  # adding the user would overshoot more
             batches.append(current)
             current, size = [], 0
         current.append(user)
