@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks.backbones import prepare_backbone
 from modeling_xcross import DEFAULT_BACKBONE, XCrossForSequentialRecommendation
@@ -38,7 +37,7 @@ from modeling_xcross.pipeline.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.models import model_collator
 from modeling_xcross.pipeline.samples import TrainSamples, title_counts
 from modeling_xcross.pipeline.user_batches import (SHARED_NEGATIVE_MODES, TITLE_CHUNKS, UserBatchCollator,
-                                                   UserBatches, distinct_title_logits)
+                                                   UserBatches, distinct_title_loss)
 
 # The CLI's dual-scoring defaults (modeling_xcross/pipeline/cli.py).
 DUAL = {"scoring": "dual", "history_encoding": "items", "history_decay": 0.5, "popularity_weight": 1.0,
@@ -99,10 +98,6 @@ def todays_loss(model, batch):
     return model(**batch).loss
 
 
-def user_batch_loss(model, batch):
-    return F.cross_entropy(distinct_title_logits(model, batch).float(), batch["labels"])
-
-
 def measure_model(build, domain, users, args) -> dict:
     torch.manual_seed(0)
     model = build().train()
@@ -119,7 +114,7 @@ def measure_model(build, domain, users, args) -> dict:
                                   lr=1e-5)
     user_collator = UserBatchCollator(collator)
     paths = {"today": (collator, today, todays_loss),
-             "user batches": (user_collator, [[item] for item in shared], user_batch_loss)}
+             "user batches": (user_collator, [[item] for item in shared], distinct_title_loss)}
     totals = {name: {"seconds": 0.0, "examples": 0, "titles": 0} for name in paths}
     for step in range(rounds):
         for name, (collate, batches, loss_of) in paths.items():

@@ -185,8 +185,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
                                in_batch=settings.scoring == "dual" and settings.in_batch_negatives,
                                popularity=popularity)
     trainer = make_trainer(model, args, samples, validation, UserBatchCollator(collator) if user_batches else collator,
-                           settings.patience,
-                           [ExactResume(samples), *callbacks], fusion_learning_rate=settings.fusion_learning_rate)
+                           settings.patience, [ExactResume(samples), *callbacks],
+                           fusion_learning_rate=settings.fusion_learning_rate)
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
         raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
                              f"delete the checkpoint-* directories in {output_dir} to restart the run.")

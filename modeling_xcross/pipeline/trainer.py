@@ -15,7 +15,7 @@ from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, Trainin
 
 from .dual_encoding import dual_scores
 from .metrics import compute_metrics
-from .user_batches import TITLE_CHUNKS, distinct_title_logits
+from .user_batches import TITLE_CHUNKS, distinct_title_loss
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -62,16 +62,16 @@ class RecommenderTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """A distinct-title batch (`user_batches`) is scored by `distinct_title_logits`; any other by the model."""
+        """A distinct-title batch (`user_batches`) is scored by `distinct_title_loss`; any other by the model."""
         if TITLE_CHUNKS not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.args.world_size > 1:
             raise ValueError("User batches (--negatives other than per-example) train on one process: they call the "
                              "model's encode outside its distributed wrapper. Use --negatives per-example with "
                              "several processes.")
-        logits = distinct_title_logits(self.accelerator.unwrap_model(model), inputs)
-        loss = torch.nn.functional.cross_entropy(logits.float(), inputs["labels"])
-        return (loss, {"logits": logits}) if return_outputs else loss
+        if return_outputs:
+            raise ValueError("A distinct-title batch has no model outputs to return; evaluation scores lists.")
+        return distinct_title_loss(self.accelerator.unwrap_model(model), inputs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Dual scoring evaluates with every distinct title encoded once (`dual_scores`); cross scoring as usual."""

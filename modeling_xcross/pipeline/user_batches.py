@@ -26,6 +26,7 @@ import random
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..head import history_query
@@ -199,3 +200,8 @@ def distinct_title_logits(model, batch: dict) -> torch.Tensor:
     if "candidate_mask" in batch:
         logits = logits.masked_fill(batch["candidate_mask"], float("-inf"))
     return logits
+
+
+def distinct_title_loss(model, batch: dict) -> torch.Tensor:
+    """The softmax cross-entropy of a distinct-title batch, as the model's forward computes it from its logits."""
+    return F.cross_entropy(distinct_title_logits(model, batch).float(), batch["labels"])
