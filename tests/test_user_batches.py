@@ -11,10 +11,9 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from conftest import SMALL, make_adapter, randomize_integrator
+from test_pipeline_training import KillAt, _last_checkpoint_weights
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain
@@ -176,15 +175,6 @@ def test_cli_trains_on_user_batches(data_dir, tiny_backbone, tmp_path, capsys):
     assert "--negatives uniform trains on batches of whole users" in capsys.readouterr().err
 
 
-class KillAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("killed")
-
-
 def _settings(data_dir, backbone, out):
     return RunSettings(command="train-adapter", data_dir=str(data_dir), domain="Toys", output_dir=str(out),
                        backbone=str(backbone), max_train_users=16, max_eval_users=4, val_users=4, epochs=2,
@@ -202,10 +192,7 @@ def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbo
     assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
     assert resumed["mrr"] == uninterrupted["mrr"]
     # The returned model may be the untrained start; the last checkpoints hold what each run trained.
-    last = [max((tmp_path / run).glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
-            for run in ("a", "b")]
-    assert last[0].name == last[1].name
-    trained = [load_file(path / "model.safetensors") for path in last]
+    trained = [_last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
     assert trained[0].keys() == trained[1].keys() and trained[0]
     for name in trained[0]:
         torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
