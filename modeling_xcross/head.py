@@ -82,7 +82,8 @@ class SimilarityHead(nn.Module):
                 candidate_popularity: torch.Tensor | None = None) -> torch.Tensor:
         """`queries` `(batch, d)`; `candidates` `(batch, num_candidates, d)` (a list per query) or `(items, d)` (one
         pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`;
-        `candidate_popularity`: the candidates' counts, `candidates` without its last dimension."""
+        `candidate_popularity`: the candidates' counts, `candidates` without its last dimension, or for a shared pool
+        `(batch, items)` (counts that leave out each query's own history)."""
         scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
         if self.center is not None:
             queries, candidates = queries - self.center, candidates - self.center
@@ -98,7 +99,7 @@ class SimilarityHead(nn.Module):
                              "candidate_popularity, each candidate's count in the training histories (0 for an item "
                              "never seen), shaped like the candidates.")
         prior = self.popularity_weight * torch.log1p(candidate_popularity.to(logits.device, logits.dtype).clamp(min=0))
-        return logits + (prior if candidates.dim() == 3 else prior.unsqueeze(0))
+        return logits + (prior if prior.dim() == 2 else prior.unsqueeze(0))
 
 
 def scoring_head(config, hidden_size: int) -> nn.Module:

@@ -36,11 +36,14 @@ from .domain_ranking import recommend_from_dir
 from .interactions import SPLITS, InteractionColumns, read_interactions, write_domain
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
+from .user_batches import NEGATIVE_MODES
 
 # Chosen on validation users (research/results.md, "Choosing the defaults"); the model's scoring defaults are
 # XCrossConfig's own, so a model built in Python scores as the one the commands train.
 DEFAULT_TRAIN_POSITIONS = "all"
 DEFAULT_FUSION_LEARNING_RATE = 1e-5
+# Today's path until a shared mode is chosen on validation users (docs/performance.md, "Training speed").
+DEFAULT_NEGATIVES = "per-example"
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions (a bare ValueError among them) are bugs and keep their traceback.
@@ -138,9 +141,11 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--max-steps", type=_max_steps, default=-1,
                         help="stop after this many optimizer steps (overrides --epochs when > 0); default: %(default)s")
     parser.add_argument("--batch-size", type=_positive_int, default=8,
-                        help="users per training batch per process; default: %(default)s")
+                        help="training examples per batch per process (user batches: whole users, about this "
+                             "many examples); default: %(default)s")
     parser.add_argument("--train-negatives", type=_positive_int, default=7,
-                        help="negatives per training user, resampled each epoch; default: %(default)s")
+                        help="uniform negatives per training example (--negatives per-example) or shared by a batch "
+                             "(uniform, in-batch-logq), resampled each epoch; default: %(default)s")
     parser.add_argument("--learning-rate", type=_positive_float, default=5e-4,
                         help="AdamW learning rate; default: %(default)s")
     parser.add_argument("--patience", type=_positive_int, default=2,
@@ -161,6 +166,12 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: every example's candidates are negatives of the others in its batch "
                              "(besides its own --train-negatives); default: %(default)s")
+    parser.add_argument("--negatives", choices=NEGATIVE_MODES, default=DEFAULT_NEGATIVES,
+                        help="dual scoring with --history-encoding items: per-example: each example's own "
+                             "--train-negatives; the others train on batches of whole users, each distinct title "
+                             "encoded once per step, sharing uniform: --train-negatives uniform items per batch; "
+                             "in-batch-logq: those and the batch's positives, logQ-corrected; full: every item of "
+                             "the domain (costs the catalogue each step); default: %(default)s")
     parser.add_argument("--train-positions", choices=TRAIN_POSITIONS, default=DEFAULT_TRAIN_POSITIONS,
                         help="all: every position of a train history is an example (the item predicted from the "
                              "items before it); last: only the last item; default: %(default)s")
@@ -347,13 +358,19 @@ def _prepare(commands) -> None:
 
 def _dual_settings(args: argparse.Namespace) -> dict:
     """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
+    if args.negatives != DEFAULT_NEGATIVES and (args.scoring != "dual" or args.history_encoding != "items"
+                                                 or args.in_batch_negatives):
+        raise XCrossError(f"--negatives {args.negatives} trains on batches of whole users that share each history's "
+                          "item titles: it needs --scoring dual and --history-encoding items, without "
+                          "--in-batch-negatives; use --negatives per-example otherwise.")
     if args.scoring != "dual":
         if args.center_representations:
             raise XCrossError("--center-representations is a dual-scoring option (center_representations centres "
                               "the representations the cosine compares); drop it, or use --scoring dual.")
         return {}
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
-            "popularity_weight": args.popularity_weight, "center_representations": args.center_representations}
+            "popularity_weight": args.popularity_weight, "center_representations": args.center_representations,
+            "negatives": args.negatives}
 
 
 def main(argv: list[str] | None = None) -> int:

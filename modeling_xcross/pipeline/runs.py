@@ -26,6 +26,7 @@ from .resume import ExactResume, finish_from, last_complete_checkpoint, training
 from .samples import EvalSamples, TrainSamples, title_counts
 from .starting_point import keep_better, record_starting_point
 from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
+from .user_batches import SHARED_NEGATIVE_MODES, UserBatchCollator, UserBatches
 
 SETTINGS_NAME = "run_settings.json"
 METRICS_NAME = "metrics.json"
@@ -67,6 +68,7 @@ class RunSettings:
     pooling: str | None = None
     train_positions: str = "last"
     in_batch_negatives: bool = False
+    negatives: str = "per-example"  # dual scoring: per-example lists, or user batches sharing negatives (user_batches)
     fusion_learning_rate: float | None = None  # X-Cross fusion heads (`train` only); None: --learning-rate
     normalize_fusion_input: bool = False
     temperature: float = 0.05
@@ -173,14 +175,21 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     # Only rank 0 writes into the output dir: another rank's file there would make rank 0's check of the dir fail.
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
                                                     validation_path, store=world_rank() == 0), popularity)
-    args = training_arguments(output_dir, epochs=settings.epochs, batch_size=settings.batch_size,
+    user_batches = settings.negatives in SHARED_NEGATIVE_MODES
+    args = training_arguments(output_dir, epochs=settings.epochs, batch_size=1 if user_batches else settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
                               seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
-    samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
-                           positions=settings.train_positions,
-                           in_batch=settings.scoring == "dual" and settings.in_batch_negatives, popularity=popularity)
-    trainer = make_trainer(model, args, samples, validation, collator, settings.patience,
-                           [ExactResume(samples), *callbacks], fusion_learning_rate=settings.fusion_learning_rate)
+    if user_batches:  # each item is a whole batch of about --batch-size examples
+        samples = UserBatches(domain, users["train"], settings.batch_size, settings.negatives,
+                              settings.train_negatives, settings.seed, settings.train_positions, popularity)
+    else:
+        samples = TrainSamples(domain, users["train"], settings.train_negatives, settings.seed,
+                               positions=settings.train_positions,
+                               in_batch=settings.scoring == "dual" and settings.in_batch_negatives,
+                               popularity=popularity)
+    trainer = make_trainer(model, args, samples, validation, UserBatchCollator(collator) if user_batches else collator,
+                           settings.patience, [ExactResume(samples), *callbacks],
+                           fusion_learning_rate=settings.fusion_learning_rate)
     if resume_from and not (Path(resume_from) / WEIGHTS_NAME).is_file():  # trainable.safetensors: before the plain Trainer
         raise OutputDirError(f"{resume_from} is a checkpoint of an earlier xcross version, which cannot resume; "
                              f"delete the checkpoint-* directories in {output_dir} to restart the run.")

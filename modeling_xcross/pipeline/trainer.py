@@ -13,8 +13,10 @@ import torch
 import torch.distributed as dist
 from transformers import EarlyStoppingCallback, EvalPrediction, Trainer, TrainingArguments
 
+from ..errors import XCrossError
 from ..inference.encoding import dual_scores
 from .metrics import compute_metrics
+from .user_batches import TITLE_CHUNKS, distinct_title_loss
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -60,15 +62,28 @@ class RecommenderTrainer(Trainer):
         optimizer.param_groups[:] = groups
         return optimizer
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """A distinct-title batch (`user_batches`) is scored by `distinct_title_loss`; any other by the model."""
+        if TITLE_CHUNKS not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.args.world_size > 1:
+            raise XCrossError("User batches (--negatives other than per-example) train on one process: they call the "
+                             "model's encode outside its distributed wrapper. Use --negatives per-example with "
+                             "several processes.")
+        if return_outputs:
+            raise ValueError("A distinct-title batch has no model outputs to return; evaluation scores lists.")
+        return distinct_title_loss(self.accelerator.unwrap_model(model), inputs)
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Dual scoring evaluates with every distinct title encoded once (`dual_scores`); cross scoring as usual."""
-        if getattr(self.data_collator, "scoring", None) != "dual":
+        collator = getattr(self.data_collator, "item_collator", self.data_collator)  # user batches: its tokenizer
+        if getattr(collator, "scoring", None) != "dual":
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         examples = [dataset[index] for index in range(len(dataset))]
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
-        scores = dual_scores(model.eval(), self.data_collator, examples)
+        scores = dual_scores(model.eval(), collator, examples)
         model.train(was_training)
         labels = torch.tensor([example["label"] for example in examples])
         metrics = {"loss": torch.nn.functional.cross_entropy(scores, labels).item(),
