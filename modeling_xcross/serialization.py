@@ -28,7 +28,7 @@ from .packaged_models import PACKAGED_MODELS, resolve_model_path
 from .remote_code import AUTO_MAP, remote_code_files
 
 # Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
-# The model files share it: their flat remote-code copy allows one definition of each top-level name.
+# The model files share it.
 logger = logging.get_logger(f"transformers.{__name__}")
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"

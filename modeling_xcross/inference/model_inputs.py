@@ -28,15 +28,19 @@ def saved_tokenizer(model):
     """The tokenizer saved with a model, or None: in the directory it was loaded from, else in the Hub repo it was
     loaded from (at the commit `from_pretrained` recorded as `loaded_commit`). The model's config is passed, so that
     this needs no registered config class (a model loaded from remote code has none)."""
-    source = model.name_or_path or ""
-    if not source or Path(source).is_dir():
-        found = (Path(source) / TOKENIZER_CONFIG_NAME).is_file() if source else False
-        revision = None
+    source, revision = model.name_or_path, None
+    if not source:
+        return None
+    if Path(source).is_dir():
+        found = (Path(source) / TOKENIZER_CONFIG_NAME).is_file()
     else:
         revision = getattr(model, "loaded_commit", None)
-        found = cached_file(source, TOKENIZER_CONFIG_NAME, revision=revision,
-                            _raise_exceptions_for_missing_entries=False,
-                            _raise_exceptions_for_connection_errors=False) is not None
+        try:
+            found = cached_file(source, TOKENIZER_CONFIG_NAME, revision=revision,
+                                _raise_exceptions_for_missing_entries=False,
+                                _raise_exceptions_for_connection_errors=False) is not None
+        except OSError:  # neither a directory nor a Hub repo id (a directory since removed)
+            found = False
     return AutoTokenizer.from_pretrained(source, revision=revision, config=model.config) if found else None
 
 
