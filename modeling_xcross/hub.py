@@ -86,6 +86,8 @@ from transformers import AutoModel, AutoTokenizer
 
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)  # code from this repo (needs peft)
 tokenizer = AutoTokenizer.from_pretrained("{repo_id}", trust_remote_code=True)
+# the catalogue's best items for each history (titles, oldest first), read with this repo's tokenizer
+top = model.recommend([["first title", "second title"]], ["a title", "another title", "a third"], top_k=2)
 # or, with the xcross-rec package installed (pip install xcross-rec): `import modeling_xcross` first, and no trust_remote_code
 ```
 """

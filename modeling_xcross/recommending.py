@@ -1,7 +1,9 @@
 """`model.recommend(...)`: the top items of a whole catalogue for each history, on X-Cross and the single-domain
 recommenders alike. The inference layer does the work (`modeling_xcross.inference.catalogue`: the model's own
 tokenizer and prompt, item representations cached next to the model, two-stage ranking for cross scoring) and
-registers it here when imported, so that the model layer never imports upward; this mixin gives it a method."""
+registers it here when imported, so that the model layer never imports upward; this mixin gives it a method. The
+inference layer is imported wherever the model class is: by the package's `__init__`, and at the end of the flat
+remote-code file (see `remote_code`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 # The ranking function `recommend` calls: set by `register_ranker` when `modeling_xcross.inference` is imported.
-_ranker: Callable | None = None
+_ranker: Callable
 
 
 def register_ranker(ranker: Callable) -> None:
@@ -51,9 +53,5 @@ class CatalogueRecommendationMixin:
         Returns:
             Per history, a list of `RecommendedItem(item_id, title, score, rank)`.
         """
-        if _ranker is None:
-            raise ImportError("recommend() needs the inference code of the xcross package (pip install xcross-rec, then "
-                              "import modeling_xcross), which holds the tokenizing and catalogue code; the remote-code "
-                              "files alone only score inputs.")
         return _ranker(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
                        first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)

@@ -28,7 +28,7 @@ from .packaged_models import PACKAGED_MODELS, resolve_model_path
 from .remote_code import AUTO_MAP, remote_code_files
 
 # Under the `transformers` logger, so that `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach it.
-# The model files share it: their flat remote-code copy allows one definition of each top-level name.
+# The model files share it.
 logger = logging.get_logger(f"transformers.{__name__}")
 
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
@@ -153,6 +153,7 @@ def load_xcross(cls, pretrained_model_name_or_path: str | os.PathLike, model_arg
     loading_info = load_checkpoint_state(model, state_dict, weights_file)
     model = model.to(dtype=arguments.dtype, device=arguments.device).eval()
     model.name_or_path = str(pretrained_model_name_or_path)  # as transformers records it
+    model.loaded_commit = extract_commit_hash(weights_file, None)  # a Hub repo's commit: its tokenizer is read there
     return (model, loading_info) if output_loading_info else model
 
 

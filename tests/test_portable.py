@@ -72,16 +72,21 @@ print(json.dumps(results))
 """
 
 
-def load_without_the_package(sources: list[str], tmp_path: Path) -> dict:
+def run_without_the_package(script: str, argument, tmp_path: Path):
+    """The JSON last line `script` prints, run in a fresh process without this package (see ISOLATION) and with an
+    empty Hub cache; `argument` reaches it as JSON in sys.argv[1]."""
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     environment |= {"PYTHONNOUSERSITE": "1", "HF_HOME": str(tmp_path / "fresh-hf-home")}
     workdir = tmp_path / "user"
     workdir.mkdir()
-    result = subprocess.run([sys.executable, "-c", ISOLATION + LOAD_AND_SCORE, json.dumps([HISTORIES, CANDIDATES,
-                                                                                           sources])],
+    result = subprocess.run([sys.executable, "-c", ISOLATION + script, json.dumps(argument)],
                             cwd=workdir, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_without_the_package(sources: list[str], tmp_path: Path) -> dict:
+    return run_without_the_package(LOAD_AND_SCORE, [HISTORIES, CANDIDATES, sources], tmp_path)
 
 
 @pytest.fixture(scope="module")
