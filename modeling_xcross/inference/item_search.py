@@ -1,7 +1,7 @@
 """The top items of a catalogue for a batch of history representations, without a (histories x items) score matrix.
 
 `exact` scores the item vectors in chunks through the model's head and keeps a running top-k, so a call holds at most
-`SCORES_PER_CHUNK` scores whatever the catalogue's size. The FAISS indexes (`pip install faiss-cpu`, optional) hold
+`SCORES_PER_CHUNK` scores and `ITEMS_PER_CHUNK` items' centred vectors whatever the catalogue's size. The FAISS indexes (`pip install faiss-cpu`, optional) hold
 the dual score as one inner product (`SimilarityHead.index_items`: centred unit vectors with the popularity prior
 over the scale as an extra dimension, so the prior is part of the search, not added after it): `faiss-flat`
 (IndexFlatIP, exact), `faiss-hnsw` and `faiss-ivf` (approximate). The items an index retrieves are scored again by
@@ -11,7 +11,7 @@ the head, so an item has the same score on every path, and ties keep catalogue o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -25,16 +25,16 @@ INDEXES = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 # `auto` searches catalogues of this many items or more with `AUTO_INDEX` when faiss is installed, smaller ones exactly.
 AUTO_INDEX_ITEMS = 200_000
 AUTO_INDEX = "faiss-ivf"
-# The most scores an exact search holds at once (16 MB of float32), whatever the catalogue's size.
+# The most scores (16 MB of float32) and items an exact search holds at once, whatever the catalogue's size.
 SCORES_PER_CHUNK = 2**22
-# Vectors added to an index at once.
-ADD_CHUNK = 65_536
+ITEMS_PER_CHUNK = 32_768
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 128
-# Inverted lists: about 4 * sqrt(items), each trained on 39 or more vectors (faiss' minimum); lists probed per query.
-IVF_PROBES = 32
-IVF_TRAINING_PER_LIST = 64
+# Inverted lists: about 2 * sqrt(items), trained on 40 vectors each (faiss asks for 39 or more); lists probed per
+# query (see docs/performance.md for its recall at a million items).
+IVF_PROBES = 64
+IVF_TRAINING_PER_LIST = 40
 
 
 def faiss_module(index: str):
@@ -66,15 +66,16 @@ def resolved_index(index: str, items: int) -> str:
 
 
 def ivf_lists(items: int) -> int:
-    return max(1, min(int(4 * math.sqrt(items)), items // 39))
+    return max(1, min(int(2 * math.sqrt(items)), items // IVF_TRAINING_PER_LIST))
 
 
 class FaissIndex:
-    """An inner-product FAISS index over `(items, d)` index vectors, added in chunks."""
+    """An inner-product FAISS index over `items` index vectors of `width`; `vectors(selection)` gives those of a
+    slice or of positions, so that they are computed and added in chunks."""
 
-    def __init__(self, kind: str, vectors: torch.Tensor, seed: int = 0):
+    def __init__(self, kind: str, items: int, width: int, vectors: Callable[[slice | torch.Tensor], torch.Tensor],
+                 seed: int = 0):
         faiss = faiss_module(kind)
-        items, width = vectors.shape
         self.quantizer = None
         if kind == "faiss-flat":
             self.index = faiss.IndexFlatIP(width)
@@ -87,12 +88,13 @@ class FaissIndex:
             self.index = faiss.IndexIVFFlat(self.quantizer, width, lists, faiss.METRIC_INNER_PRODUCT)
             generator = torch.Generator().manual_seed(seed)
             sample = torch.randperm(items, generator=generator)[:lists * IVF_TRAINING_PER_LIST].sort().values
-            self.index.train(vectors[sample].float().cpu().contiguous().numpy())
+            self.index.train(vectors(sample).float().cpu().contiguous().numpy())
             self.index.nprobe = min(IVF_PROBES, lists)
         else:
             raise XCrossError(f"{kind!r} is not a FAISS index; choose faiss-flat, faiss-hnsw or faiss-ivf.")
-        for start in tqdm(range(0, items, ADD_CHUNK), desc=f"building the {kind} index", unit="chunk", leave=False):
-            self.index.add(vectors[start:start + ADD_CHUNK].float().cpu().contiguous().numpy())
+        for start in tqdm(range(0, items, ITEMS_PER_CHUNK), desc=f"building the {kind} index", unit="chunk",
+                          leave=False):
+            self.index.add(vectors(slice(start, start + ITEMS_PER_CHUNK)).float().cpu().contiguous().numpy())
 
     def search(self, queries: torch.Tensor, k: int) -> torch.Tensor:
         """`(queries, k)` positions of the best items, -1 where the index found fewer."""
@@ -120,14 +122,12 @@ class ItemSearch:
         self.index = None
         if self.kind != "exact":
             with torch.no_grad():
-                self.index = FaissIndex(self.kind, self._index_vectors())
+                self.index = FaissIndex(self.kind, len(items), items.shape[1] + 1, self._index_vectors)
 
-    def _index_vectors(self) -> torch.Tensor:
-        """`SimilarityHead.index_items` of every item, computed in chunks."""
-        return torch.cat([self.head.index_items(self.items[start:start + ADD_CHUNK],
-                                                None if self.popularity is None
-                                                else self.popularity[start:start + ADD_CHUNK]).float().cpu()
-                          for start in range(0, len(self.items), ADD_CHUNK)])
+    def _index_vectors(self, selection: slice | torch.Tensor) -> torch.Tensor:
+        """`SimilarityHead.index_items` of some items."""
+        return self.head.index_items(self.items[selection],
+                                     None if self.popularity is None else self.popularity[selection])
 
     def scores(self, queries: torch.Tensor, items: torch.Tensor,
                popularity: torch.Tensor | None) -> torch.Tensor:
@@ -151,7 +151,7 @@ class ItemSearch:
                   depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item scored, `SCORES_PER_CHUNK // queries` items at a time, with a running top `depth`."""
         rows = len(queries)
-        chunk = max(depth, SCORES_PER_CHUNK // max(rows, 1))
+        chunk = max(depth, min(ITEMS_PER_CHUNK, SCORES_PER_CHUNK // max(rows, 1)))
         best_positions, best_scores = torch.empty(rows, 0, dtype=torch.long), torch.empty(rows, 0)
         for start in range(0, len(self.items), chunk):
             stop = min(start + chunk, len(self.items))
