@@ -235,8 +235,9 @@ def item_representations(model, collator, catalogue: Catalogue, cache_dir: str |
     chunk; the parts are removed once the whole file is written."""
     key = item_cache_key(model, collator, catalogue)
     path = item_cache_path(cache_dir, catalogue) if cache_dir is not None else None
-    # One title encoded gives the width and dtype every cached tensor must have.
-    probe = encode_texts(model, collator.encode_items, [catalogue.titles[0]], "checking the item cache", 1)
+    if path is not None:
+        # One title encoded gives the width and dtype every cached tensor must have.
+        probe = encode_texts(model, collator.encode_items, [catalogue.titles[0]], "checking the item cache", 1)
     if path is not None and path.is_file():
         cached = read_item_cache(path, key, (len(catalogue), probe.shape[1]), probe.dtype)
         if cached is not None:
@@ -254,7 +255,7 @@ def item_representations(model, collator, catalogue: Catalogue, cache_dir: str |
             part = encode_items(model, collator, titles, batch_size)
             if parts_dir is not None:
                 write_item_cache(part_path, part_key, part)
-        chunks.append(part.to(probe.device))
+        chunks.append(part.to(model_device(model)))
     items = torch.cat(chunks)
     if path is not None:
         write_item_cache(path, key, items)
