@@ -15,9 +15,9 @@ encode, the product with the cached item vectors, the sort; cross scoring: the f
 
 `--vectors N` times the search alone (no model, no encoding): N clustered unit vectors of MiniLM's width (384),
 generated in chunks, with popularity counts scored by a dual head with a prior (temperature 0.05, weight 0.05), and
-users whose history is the mean of 3 to 8 items of one or two clusters. It prints the top-10 latency per user (median) and the peak
-memory (the process' maximum RSS: tracemalloc does not see faiss) of the exact search and of each `--index`, the
-index's build time and its recall@10 against exact.
+users whose history is the mean of 3 to 8 items of one or two clusters. It prints the top-10 latency per user
+(median) and the peak memory (the process' maximum RSS: tracemalloc does not see faiss) of the exact search and of
+each `--index`, the index's build time and its recall@10 against exact.
 """
 
 from __future__ import annotations
@@ -178,8 +178,8 @@ def report_vectors(result: dict) -> None:
     for index, measured in result.items():
         if isinstance(measured, dict):
             print(f"{index}: built in {measured['build_s']:.1f} s; top-10 {measured['top10_ms']:.2f} ms per user "
-                  f"({result['exact_ms'] / measured['top10_ms']:.0f}x exact); recall@10 {measured['recall_at_10']:.3f}; "
-                  f"peak RSS {measured['peak_rss_mb']:.0f} MB")
+                  f"({result['exact_ms'] / measured['top10_ms']:.0f}x exact); recall@10 "
+                  f"{measured['recall_at_10']:.3f}; peak RSS {measured['peak_rss_mb']:.0f} MB")
 
 
 INDEX_CHOICES = ("faiss-flat", "faiss-ivf", "faiss-hnsw")

@@ -60,4 +60,5 @@ class CatalogueRecommendationMixin:
                               "import modeling_xcross), which holds the tokenizing and catalogue code; the remote-code "
                               "files alone only score inputs.")
         return _ranker(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
-                       first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity, index=index)
+                       first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity,
+                       index=index)

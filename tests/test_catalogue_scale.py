@@ -64,21 +64,12 @@ def test_the_index_vectors_give_the_heads_score_as_one_inner_product():
         torch.testing.assert_close(product, head(queries, items, counts), rtol=1e-5, atol=1e-4)
 
 
-def test_the_chunked_exact_top_equals_the_full_product_ties_included(monkeypatch):
-    monkeypatch.setattr(item_search, "SCORES_PER_CHUNK", 6 * 37)  # chunks of 37 items
+@pytest.mark.parametrize("index", ["exact", pytest.param("faiss-flat", marks=needs_faiss)])
+def test_the_chunked_search_and_the_flat_index_give_the_full_products_top_k_ties_included(monkeypatch, index):
+    monkeypatch.setattr(item_search, "SCORES_PER_CHUNK", 6 * 37)  # exact: chunks of 37 items
     items, counts, queries = vectors(500, 8)
     head = prior_head(8)
-    positions, scores = ItemSearch(head, items, counts, index="exact").top(queries, EXCLUDED, 20)
-    expected_positions, expected_scores = full_product_top(head, queries, items, counts, EXCLUDED, 20)
-    assert torch.equal(positions, expected_positions)
-    torch.testing.assert_close(scores, expected_scores)
-
-
-@needs_faiss
-def test_the_flat_index_gives_the_exact_top_k():
-    items, counts, queries = vectors(500, 8)
-    head = prior_head(8)
-    positions, scores = ItemSearch(head, items, counts, index="faiss-flat").top(queries, EXCLUDED, 20)
+    positions, scores = ItemSearch(head, items, counts, index=index).top(queries, EXCLUDED, 20)
     expected_positions, expected_scores = full_product_top(head, queries, items, counts, EXCLUDED, 20)
     assert torch.equal(positions, expected_positions)
     torch.testing.assert_close(scores, expected_scores)

@@ -1,11 +1,11 @@
 """The top items of a catalogue for a batch of history representations, without a (histories x items) score matrix.
 
-`exact` scores the item vectors in chunks through the model's head and keeps a running top-k, so a call holds at most
-`SCORES_PER_CHUNK` scores and `ITEMS_PER_CHUNK` items' centred vectors whatever the catalogue's size. The FAISS indexes (`pip install faiss-cpu`, optional) hold
-the dual score as one inner product (`SimilarityHead.index_items`: centred unit vectors with the popularity prior
-over the scale as an extra dimension, so the prior is part of the search, not added after it): `faiss-flat`
-(IndexFlatIP, exact), `faiss-hnsw` and `faiss-ivf` (approximate). The items an index retrieves are scored again by
-the head, so an item has the same score on every path, and ties keep catalogue order.
+Every search holds the dual score as one inner product (`SimilarityHead.index_items`: centred unit vectors with the
+popularity prior over the scale as an extra dimension, so the prior is part of the search, not added after it),
+computed once per catalogue. `exact` multiplies them in chunks of items and keeps a running top-k, so a call holds at
+most `SCORES_PER_CHUNK` scores whatever the catalogue's size. The FAISS indexes (`pip install faiss-cpu`, optional)
+hold them too: `faiss-flat` (IndexFlatIP, exact), `faiss-hnsw` and `faiss-ivf` (approximate); the items an index
+retrieves are scored again by the head. Ties keep catalogue order.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ INDEXES = ("auto", "exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 # `auto` searches catalogues of this many items or more with `AUTO_INDEX` when faiss is installed, smaller ones exactly.
 AUTO_INDEX_ITEMS = 200_000
 AUTO_INDEX = "faiss-ivf"
-# The most scores (16 MB of float32) and items an exact search holds at once, whatever the catalogue's size.
+# The most scores an exact search holds at once (16 MB of float32), whatever the catalogue's size.
 SCORES_PER_CHUNK = 2**22
-ITEMS_PER_CHUNK = 32_768
+# Items whose index vectors are computed (and added to an index) at once.
+ITEMS_PER_CHUNK = 65_536
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 64
 HNSW_EF_SEARCH = 128
@@ -108,6 +109,12 @@ def merge_top(positions: torch.Tensor, scores: torch.Tensor, depth: int) -> tupl
     return positions.gather(1, order), scores.gather(1, order)
 
 
+def finite(scores: torch.Tensor) -> torch.Tensor:
+    if not torch.isfinite(scores).all():
+        raise XCrossError("The model gives NaN or infinite scores: it diverged; check its weights.")
+    return scores
+
+
 def excluded_tensors(excluded: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     return [torch.tensor(sorted(set(positions)), dtype=torch.long) for positions in excluded]
 
@@ -119,9 +126,11 @@ class ItemSearch:
     def __init__(self, head, items: torch.Tensor, popularity: torch.Tensor | None = None, index: str = "auto"):
         self.head, self.items, self.popularity = head, items, popularity
         self.kind = resolved_index(index, len(items))
-        self.index = None
-        if self.kind != "exact":
-            with torch.no_grad():
+        self.index = self.vectors = None
+        with torch.no_grad():
+            if self.kind == "exact":
+                self.vectors = self._all_index_vectors()
+            else:
                 self.index = FaissIndex(self.kind, len(items), items.shape[1] + 1, self._index_vectors)
 
     def _index_vectors(self, selection: slice | torch.Tensor) -> torch.Tensor:
@@ -129,12 +138,14 @@ class ItemSearch:
         return self.head.index_items(self.items[selection],
                                      None if self.popularity is None else self.popularity[selection])
 
+    def _all_index_vectors(self) -> torch.Tensor:
+        return torch.cat([self._index_vectors(slice(start, start + ITEMS_PER_CHUNK))
+                          for start in range(0, len(self.items), ITEMS_PER_CHUNK)])
+
     def scores(self, queries: torch.Tensor, items: torch.Tensor,
                popularity: torch.Tensor | None) -> torch.Tensor:
-        scores = self.head(queries, items, popularity).float().cpu()
-        if not torch.isfinite(scores).all():
-            raise XCrossError("The model gives NaN or infinite scores: it diverged; check its weights.")
-        return scores
+        """The head's scores of `items` `(queries, k, d)`, one list per query."""
+        return finite(self.head(queries, items, popularity).float().cpu())
 
     @torch.no_grad()
     def top(self, queries: torch.Tensor, excluded: Sequence[Sequence[int]],
@@ -150,13 +161,15 @@ class ItemSearch:
     def exact_top(self, queries: torch.Tensor, excluded: list[torch.Tensor],
                   depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every item scored, `SCORES_PER_CHUNK // queries` items at a time, with a running top `depth`."""
-        rows = len(queries)
-        chunk = max(depth, min(ITEMS_PER_CHUNK, SCORES_PER_CHUNK // max(rows, 1)))
+        rows, vectors = len(queries), self.vectors
+        if vectors is None:  # an index whose search came short
+            vectors = self._all_index_vectors()
+        chunk = max(depth, SCORES_PER_CHUNK // max(rows, 1))
+        queries, scale = self.head.index_queries(queries).to(vectors.dtype), self.head.scale()
         best_positions, best_scores = torch.empty(rows, 0, dtype=torch.long), torch.empty(rows, 0)
         for start in range(0, len(self.items), chunk):
             stop = min(start + chunk, len(self.items))
-            scores = self.scores(queries, self.items[start:stop],
-                                 None if self.popularity is None else self.popularity[start:stop])
+            scores = finite((scale * queries @ vectors[start:stop].T).float().cpu())
             for row, positions in enumerate(excluded):
                 scores[row, positions[(positions >= start) & (positions < stop)] - start] = -torch.inf
             positions = torch.arange(start, stop).expand(rows, -1)
@@ -177,10 +190,10 @@ class ItemSearch:
         positions = found.clamp(max=len(self.items) - 1)
         scores = self.scores(queries, self.items[positions],
                              None if self.popularity is None else self.popularity[positions])
-        dropped = ~valid | torch.stack([torch.isin(row, positions_out) for row, positions_out in zip(positions, excluded)])
+        dropped = ~valid | torch.stack([torch.isin(row, row_excluded) for row, row_excluded in zip(positions, excluded)])
         scores = scores.masked_fill(dropped, -torch.inf)
         positions, scores = merge_top(positions, scores, depth)
-        wanted = torch.tensor([min(depth, len(self.items) - len(positions_out)) for positions_out in excluded])
+        wanted = torch.tensor([min(depth, len(self.items) - len(row_excluded)) for row_excluded in excluded])
         short = (torch.isfinite(scores).sum(dim=1) < wanted).nonzero().flatten().tolist()
         if short:
             logger.warning(f"The {self.kind} index found fewer than {depth} items for {len(short)} of {len(queries)} "
