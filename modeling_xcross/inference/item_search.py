@@ -139,8 +139,10 @@ class ItemSearch:
                                      None if self.popularity is None else self.popularity[selection])
 
     def _all_index_vectors(self) -> torch.Tensor:
-        return torch.cat([self._index_vectors(slice(start, start + ITEMS_PER_CHUNK))
-                          for start in range(0, len(self.items), ITEMS_PER_CHUNK)])
+        vectors = torch.empty(len(self.items), self.items.shape[1] + 1, dtype=torch.float32)
+        for start in range(0, len(self.items), ITEMS_PER_CHUNK):
+            vectors[start:start + ITEMS_PER_CHUNK] = self._index_vectors(slice(start, start + ITEMS_PER_CHUNK))
+        return vectors
 
     def scores(self, queries: torch.Tensor, items: torch.Tensor,
                popularity: torch.Tensor | None) -> torch.Tensor:
