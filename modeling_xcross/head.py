@@ -78,13 +78,38 @@ class SimilarityHead(nn.Module):
             raise ValueError(f"The centre must have shape {tuple(self.center.shape)}, got {tuple(center.shape)}.")
         self.center.copy_(center)
 
+    def scale(self) -> torch.Tensor:
+        """1 / tau, clamped at `MAX_LOGIT_SCALE`."""
+        return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+
+    def index_queries(self, queries: torch.Tensor) -> torch.Tensor:
+        """`(batch, d + 1)`: queries for an inner-product index over `index_items`: the centred unit query and a 1
+        that picks up each item's prior, so that `scale() * index_queries(q) @ index_items(i).T` is `forward(q, i)`."""
+        if self.center is not None:
+            queries = queries - self.center
+        return F.pad(F.normalize(queries, dim=-1), (0, 1), value=1.0)
+
+    def index_items(self, items: torch.Tensor, popularity: torch.Tensor | None = None) -> torch.Tensor:
+        """`(items, d + 1)`: the centred unit items and, as an extra dimension, their prior over the scale (0 without a
+        prior): one shared pool of items as an inner-product index holds it (see `index_queries`)."""
+        if self.center is not None:
+            items = items - self.center
+        items = F.normalize(items, dim=-1)
+        if self.popularity_weight is None:
+            return F.pad(items, (0, 1), value=0.0)
+        if popularity is None:
+            raise ValueError("This model scores with a popularity prior (popularity_weight is set): pass the items' "
+                             "counts in the training histories.")
+        prior = self.popularity_weight * torch.log1p(popularity.to(items.device, items.dtype).clamp(min=0))
+        return torch.cat([items, (prior / self.scale()).unsqueeze(1)], dim=1)
+
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor,
                 candidate_popularity: torch.Tensor | None = None) -> torch.Tensor:
         """`queries` `(batch, d)`; `candidates` `(batch, num_candidates, d)` (a list per query) or `(items, d)` (one
         pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`;
         `candidate_popularity`: the candidates' counts, `candidates` without its last dimension, or for a shared pool
         `(batch, items)` (counts that leave out each query's own history)."""
-        scale = self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        scale = self.scale()
         if self.center is not None:
             queries, candidates = queries - self.center, candidates - self.center
         queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)

@@ -26,7 +26,7 @@ class CatalogueRecommendationMixin:
     def recommend(self, histories: Sequence[Sequence], catalogue: Mapping | Sequence[str], top_k: int = 10,
                   exclude_history: bool = True, *, rerank_top: int = 100, first_stage=None,
                   cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
-                  popularity: Mapping[str, int] | None = None) -> list[list]:
+                  popularity: Mapping[str, int] | None = None, index: str = "auto") -> list[list]:
         """The `top_k` items of `catalogue` for each history, best first.
 
         Args:
@@ -49,9 +49,14 @@ class CatalogueRecommendationMixin:
             popularity: A dual model with a popularity prior (`config.popularity_weight`): each title's count in the
                 train histories (finite, non-negative integers); by default the `item_popularity.json` its run
                 saved beside it.
+            index: How the catalogue is searched: `"exact"` (every item scored, in chunks), `"faiss-flat"` (a FAISS
+                inner-product index, exact), `"faiss-hnsw"` or `"faiss-ivf"` (approximate, for catalogues of
+                millions), or `"auto"`: exact below 200,000 items, else `"faiss-ivf"` when faiss-cpu is installed.
+                Cross scoring: the first stage's search.
 
         Returns:
             Per history, a list of `RecommendedItem(item_id, title, score, rank)`.
         """
         return _ranker(self, histories, catalogue, top_k, exclude_history, rerank_top=rerank_top,
-                       first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity)
+                       first_stage=first_stage, cache_dir=cache_dir, batch_size=batch_size, popularity=popularity,
+                       index=index)

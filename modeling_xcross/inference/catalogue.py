@@ -2,7 +2,8 @@
 
 Dual scoring encodes items on their own, so a catalogue's item representations are computed once (batched, with a
 progress bar), cached in a safetensors file keyed by the titles and the model and checked on every read
-(`item_cache`), and a history's scores are one history encode and one product with them. Cross scoring reads each
+(`item_cache`), and a history's top items are one history encode and a search of them (`item_search`: exact in
+chunks of items, or a FAISS index for catalogues of millions). Cross scoring reads each
 (history, item) pair, so it ranks in two stages: a dual-scoring first stage (by default the untrained backbone's
 similarity) retrieves the `rerank_top` best items, the model re-ranks them, and the ranking goes on below them in
 first-stage order.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
@@ -23,6 +25,7 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import torch
+from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from configuration_xcross import PAPER_SCORING
@@ -30,8 +33,10 @@ from configuration_xcross import PAPER_SCORING
 from ..auto_loading import checked_popularity, load_popularity, model_backbone
 from ..errors import XCrossError
 from ..head_recommender import HeadRecommender
-from .encoding import ENCODE_BATCH_SIZE, encode_histories, encode_items, encode_texts, representation_scores
+from .encoding import (ENCODE_BATCH_SIZE, encode_histories, encode_items, encode_texts, model_device,
+                       representation_scores)
 from .item_cache import read_item_cache, write_item_cache
+from .item_search import ItemSearch
 from .model_inputs import model_collator
 from .scoring import candidate_scores
 
@@ -41,8 +46,10 @@ DEFAULT_RERANK_TOP = 100
 ITEM_CACHE_DIR = "item_cache"
 # Part of every cache key: a change to what the cache holds or how it is computed bumps it.
 ITEM_CACHE_FORMAT = "2"
-# Histories ranked at once: their (histories, items) score matrix is what a ranking holds in memory.
+# Histories ranked at once (a full-ranking evaluation holds their (histories, items) score matrix).
 HISTORIES_PER_CHUNK = 256
+# Titles encoded between two writes of the item cache: what an interrupted encoding loses at most.
+ENCODE_CHUNK_ITEMS = 8192
 # The digest of each model's weights with the versions of the tensors it was computed from (see `model_fingerprint`).
 _FINGERPRINTS: WeakKeyDictionary = WeakKeyDictionary()
 
@@ -221,20 +228,39 @@ def item_cache_path(cache_dir: str | os.PathLike, catalogue: Catalogue) -> Path:
 
 
 def item_representations(model, collator, catalogue: Catalogue, cache_dir: str | os.PathLike | None = None,
-                         batch_size: int = ENCODE_BATCH_SIZE) -> torch.Tensor:
+                         batch_size: int = ENCODE_BATCH_SIZE, chunk_size: int = ENCODE_CHUNK_ITEMS) -> torch.Tensor:
     """`(items, d)` of a dual-scoring model: from `cache_dir`'s cache when it holds this model's encoding of these
-    titles (checked: see `item_cache`), else encoded (and cached there)."""
+    titles (checked: see `item_cache`), else encoded `chunk_size` titles at a time, each chunk cached as a part as
+    soon as it is done, so that an encoding stopped midway (Ctrl-C, a killed process) resumes at the first missing
+    chunk; the parts are removed once the whole file is written."""
     key = item_cache_key(model, collator, catalogue)
     path = item_cache_path(cache_dir, catalogue) if cache_dir is not None else None
-    if path is not None and path.is_file():
-        # One title encoded gives the width and dtype the cached tensor must have.
+    if path is not None:
+        # One title encoded gives the width and dtype every cached tensor must have.
         probe = encode_texts(model, collator.encode_items, [catalogue.titles[0]], "checking the item cache", 1)
+    if path is not None and path.is_file():
         cached = read_item_cache(path, key, (len(catalogue), probe.shape[1]), probe.dtype)
         if cached is not None:
-            return cached.to(next(model.parameters()).device)
-    items = encode_items(model, collator, list(catalogue.titles), batch_size)
+            return cached.to(model_device(model))
+    parts_dir = path.with_suffix(".parts") if path is not None and len(catalogue) > chunk_size else None
+    chunks = []
+    for start in tqdm(range(0, len(catalogue), chunk_size), desc="encoding the catalogue", unit="chunk",
+                      disable=len(catalogue) <= chunk_size):
+        titles = list(catalogue.titles[start:start + chunk_size])
+        part_key, part = f"{key}:{start}:{start + len(titles)}", None
+        if parts_dir is not None:
+            part_path = parts_dir / f"{start:012d}.safetensors"
+            part = read_item_cache(part_path, part_key, (len(titles), probe.shape[1]), probe.dtype)
+        if part is None:
+            part = encode_items(model, collator, titles, batch_size)
+            if parts_dir is not None:
+                write_item_cache(part_path, part_key, part)
+        chunks.append(part.to(model_device(model)))
+    items = torch.cat(chunks)
     if path is not None:
         write_item_cache(path, key, items)
+        if parts_dir is not None and path.is_file():
+            shutil.rmtree(parts_dir, ignore_errors=True)
     return items
 
 
@@ -275,12 +301,12 @@ class CatalogueRanker:
         catalogue: What `Catalogue.of` takes.
         collator: How the model reads text; by default `model_collator(model)` (the model's own tokenizer, prompt and
             `max_length`).
-        rerank_top, first_stage, cache_dir, batch_size, popularity: As in `recommend`.
+        rerank_top, first_stage, cache_dir, batch_size, popularity, index: As in `recommend`.
     """
 
     def __init__(self, model, catalogue, *, collator=None, rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None,
                  cache_dir: str | os.PathLike | None = None, batch_size: int = ENCODE_BATCH_SIZE,
-                 popularity: Mapping[str, int] | None = None):
+                 popularity: Mapping[str, int] | None = None, index: str = "auto"):
         if isinstance(rerank_top, bool) or not isinstance(rerank_top, int) or rerank_top < 1:
             raise CatalogueError(f"rerank_top must be a positive integer, got {rerank_top!r}.")
         self.model, self.catalogue = model.eval(), Catalogue.of(catalogue)
@@ -302,6 +328,7 @@ class CatalogueRanker:
         self.items = item_representations(self.retriever, self.retriever_collator, self.catalogue, cache_dir,
                                           batch_size)
         self.item_popularity = self._item_popularity(popularity)
+        self.search = ItemSearch(self.retriever.head, self.items, self.item_popularity, index)
 
     def _item_popularity(self, popularity: Mapping[str, int] | None) -> torch.Tensor | None:
         """`(items,)` counts for a retriever with a popularity prior: `popularity`, else the item_popularity.json
@@ -329,24 +356,23 @@ class CatalogueRanker:
             raise CatalogueError("The model gives NaN or infinite scores: it diverged; check its weights.")
         return scores
 
-    def rerank(self, histories: list[list[str]], first_stage: torch.Tensor,
-               depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The `depth` best items of the first stage `(histories, depth)` and the model's scores of them; excluded
-        items among them (a history that leaves fewer than `depth`) keep -inf."""
-        candidates = first_stage.argsort(dim=1, descending=True, stable=True)[:, :min(depth, len(self.catalogue))]
+    def rerank(self, histories: list[list[str]], candidates: torch.Tensor,
+               first_stage: torch.Tensor) -> torch.Tensor:
+        """The model's scores `(histories, depth)` of the first stage's best items `candidates` (its scores of them:
+        `first_stage`); excluded items among them (a history that leaves fewer than `depth`) keep -inf."""
         examples = [{"history": history, "candidates": [self.catalogue.titles[index] for index in row], "label": 0}
                     for history, row in zip(histories, candidates.tolist())]
         scores = candidate_scores(self.model, self.collator, examples, self.batch_size)
-        return candidates, scores.masked_fill(first_stage.gather(1, candidates) == -torch.inf, -torch.inf)
+        return scores.masked_fill(first_stage == -torch.inf, -torch.inf)
 
     def top(self, histories: list[list[str]], excluded: Sequence[Sequence[int]],
             depth: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The `depth` best items `(histories, depth)` (catalogue positions) and their scores, best first."""
-        scores = excluding(self.first_stage_scores(histories), excluded)
+        queries = encode_histories(self.retriever, self.retriever_collator, histories, self.batch_size)
         if not self.reranks:
-            best = scores.argsort(dim=1, descending=True, stable=True)[:, :depth]
-            return best, scores.gather(1, best)
-        candidates, rescored = self.rerank(histories, scores, max(depth, self.rerank_top))
+            return self.search.top(queries, excluded, depth)
+        candidates, first_stage = self.search.top(queries, excluded, max(depth, self.rerank_top))
+        rescored = self.rerank(histories, candidates, first_stage)
         best = rescored.argsort(dim=1, descending=True, stable=True)[:, :depth]
         return candidates.gather(1, best), rescored.gather(1, best)
 
@@ -357,7 +383,8 @@ class CatalogueRanker:
         scores = excluding(self.first_stage_scores(histories), excluded)
         if not self.reranks:
             return ranks_of(scores, targets)
-        candidates, rescored = self.rerank(histories, scores, self.rerank_top)
+        candidates = scores.argsort(dim=1, descending=True, stable=True)[:, :min(self.rerank_top, len(self.catalogue))]
+        rescored = self.rerank(histories, candidates, scores.gather(1, candidates))
         is_target = candidates == targets.unsqueeze(1)
         target_score = torch.where(is_target, rescored, -torch.inf).amax(dim=1, keepdim=True)
         ranks_in_top = (rescored >= target_score).sum(dim=1)
@@ -395,9 +422,9 @@ class CatalogueRanker:
 
 def recommend(model, histories: Sequence[Sequence], catalogue, top_k: int = 10, exclude_history: bool = True, *,
               rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None, cache_dir: str | os.PathLike | None = None,
-              batch_size: int = ENCODE_BATCH_SIZE,
-              popularity: Mapping[str, int] | None = None) -> list[list[RecommendedItem]]:
+              batch_size: int = ENCODE_BATCH_SIZE, popularity: Mapping[str, int] | None = None,
+              index: str = "auto") -> list[list[RecommendedItem]]:
     """`model.recommend`: see `modeling_xcross.recommending.CatalogueRecommendationMixin.recommend`."""
     ranker = CatalogueRanker(model, catalogue, rerank_top=rerank_top, first_stage=first_stage, cache_dir=cache_dir,
-                             batch_size=batch_size, popularity=popularity)
+                             batch_size=batch_size, popularity=popularity, index=index)
     return ranker.recommend(histories, top_k, exclude_history)
