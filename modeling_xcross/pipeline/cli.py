@@ -249,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate of the fusion heads (the rest trains at --learning-rate): z sums n * d "
                              "products, so the rate that suits a LoRA weight moves z hundreds of times as far; "
                              "default: %(default)s")
-    xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction, default=True,
+    xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction,
+                        default=XCrossConfig.normalize_fusion_input,
                         help="the fusion heads read each stream at unit root mean square per token, so z does not "
                              "scale with the backbone's activations; default: %(default)s")
     xcross.add_argument("--beta", type=_finite_float, default=1.0,
