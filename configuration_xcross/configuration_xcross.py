@@ -21,6 +21,9 @@ DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "dec
 # (`**PAPER_SCORING`) to build the paper's form.
 PAPER_SCORING = {"scoring": "cross", "temperature": 0.05, "history_encoding": "text", "history_decay": 1.0,
                  "popularity_weight": None}
+# X-Cross's fields whose recommended default came after checkpoints were saved without them: a saved config.json that
+# lacks one reads the value it had then (the paper's scoring, fusion heads reading the raw streams).
+XCROSS_SAVED_DEFAULTS = {**PAPER_SCORING, "normalize_fusion_input": False}
 
 
 def default_pooling(scoring: str, family_default: str) -> str:
@@ -56,11 +59,14 @@ def check_scoring_fields(config) -> None:
 
 class SavedScoringDefaults:
     """For the configs with scoring fields (X-Cross, the recommenders): a saved config that lacks one of them reads
-    it from `PAPER_SCORING`, the value it had when saved, not the recommended default."""
+    it from `saved_defaults` (`PAPER_SCORING` unless a config adds fields), the value it had when saved, not the
+    recommended default."""
+
+    saved_defaults = PAPER_SCORING
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
-        return super().from_dict({**PAPER_SCORING, **config_dict}, **kwargs)
+        return super().from_dict({**cls.saved_defaults, **config_dict}, **kwargs)
 
     @classmethod
     def from_json_file(cls, json_file):
@@ -143,10 +149,10 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
         beta (`float`, defaults to 1.0): Weight of the cross-domain scaling term of the refine step.
         gamma (`float`, defaults to 1.0): Weight of the interaction (difference) term of the refine step.
         integrated_layers (`list[int]`, *optional*): Indices of the blocks followed by a fusion head; all when unset.
-        normalize_fusion_input (`bool`, defaults to `False`): Feed the fusion head every stream's hidden states
+        normalize_fusion_input (`bool`, defaults to `True`): Feed the fusion head every stream's hidden states
             scaled to unit root mean square per token, so z does not scale with the backbone's activations (the
-            refine step is unchanged). The `xcross train` command turns it on (SmolLM2 diverged without it);
-            `False`, the paper's form, keeps checkpoints saved before it existed loading unchanged.
+            refine step is unchanged; SmolLM2 diverged without it). `False` is the paper's form; a saved config
+            that lacks the field reads `False`, as it was saved.
         scoring (`str`, defaults to `"dual"`): `"dual"` encodes the history and every candidate title separately
             and scores their cosine similarity divided by a learned temperature: the backbone's sentence similarity
             is the score at initialisation, and item representations can be computed once per catalogue. `"cross"`
@@ -180,6 +186,7 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
     """
 
     model_type = "xcross"
+    saved_defaults = XCROSS_SAVED_DEFAULTS
     # Optional: a config.json that lost its base_config stays without one (and is refused when a model is built)
     # instead of getting a default BERT's.
     sub_configs_defaults = {"base_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True)}
@@ -191,7 +198,7 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
     beta: float | int = 1.0
     gamma: float | int = 1.0
     integrated_layers: list[int] | None = None
-    normalize_fusion_input: bool = False
+    normalize_fusion_input: bool = True
     scoring: str = "dual"
     pooling: str | None = None
     temperature: float | int = 0.2

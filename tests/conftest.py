@@ -178,7 +178,8 @@ def tiny_backbone(tmp_path_factory) -> Path:
 
 # Small pipeline runs: options of every training command in the pipeline tests.
 SMALL = ["--max-train-users", "16", "--val-users", "4", "--max-eval-users", "6", "--batch-size", "4",
-         "--train-negatives", "3", "--max-length", "48", "--eval-batch-size", "3", "--seed", "0"]
+         "--train-negatives", "3", "--max-length", "48", "--eval-batch-size", "3", "--seed", "0",
+         "--epochs", "1"]  # the default is an upper bound that validation cuts short, a few epochs at least
 
 
 @pytest.fixture(scope="session")

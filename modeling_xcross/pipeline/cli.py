@@ -42,8 +42,12 @@ from .user_batches import NEGATIVE_MODES
 # XCrossConfig's own, so a model built in Python scores as the one the commands train.
 DEFAULT_TRAIN_POSITIONS = "all"
 DEFAULT_FUSION_LEARNING_RATE = 1e-5
-# Today's path until a shared mode is chosen on validation users (docs/performance.md, "Training speed").
-DEFAULT_NEGATIVES = "per-example"
+# An upper bound: by default training runs on all train users until validation MRR stops improving (--patience).
+DEFAULT_EPOCHS = 20.0
+# Chosen on validation users (research/results/negatives/): the negatives where user batches apply (dual scoring,
+# item histories, no --in-batch-negatives), per-example elsewhere; and the examples per batch that suit each path.
+DEFAULT_NEGATIVES = "in-batch-logq"
+DEFAULT_BATCH_SIZE = {"user batches": 32, "per-example": 8}
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions (a bare ValueError among them) are bugs and keep their traceback.
@@ -136,13 +140,16 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="frozen base model (Hub id or local path); default: %(default)s")
     parser.add_argument("--max-train-users", type=_positive_int, default=None,
                         help="train users used for training (after the validation users); default: all")
-    parser.add_argument("--epochs", type=_positive_float, default=1.0,
-                        help="training epochs (may be fractional); default: %(default)s")
+    parser.add_argument("--epochs", type=_positive_float, default=DEFAULT_EPOCHS,
+                        help="most training epochs (may be fractional): training evaluates on the validation users "
+                             "every epoch (or --save-steps) and stops once --patience evaluations bring no better "
+                             "validation MRR; default: %(default)s")
     parser.add_argument("--max-steps", type=_max_steps, default=-1,
                         help="stop after this many optimizer steps (overrides --epochs when > 0); default: %(default)s")
-    parser.add_argument("--batch-size", type=_positive_int, default=8,
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
                         help="training examples per batch per process (user batches: whole users, about this "
-                             "many examples); default: %(default)s")
+                             f"many examples); default: {DEFAULT_BATCH_SIZE['user batches']} on user batches, "
+                             f"{DEFAULT_BATCH_SIZE['per-example']} with --negatives per-example")
     parser.add_argument("--train-negatives", type=_positive_int, default=7,
                         help="uniform negatives per training example (--negatives per-example) or shared by a batch "
                              "(uniform, in-batch-logq), resampled each epoch; default: %(default)s")
@@ -166,12 +173,13 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: every example's candidates are negatives of the others in its batch "
                              "(besides its own --train-negatives); default: %(default)s")
-    parser.add_argument("--negatives", choices=NEGATIVE_MODES, default=DEFAULT_NEGATIVES,
+    parser.add_argument("--negatives", choices=NEGATIVE_MODES, default=None,
                         help="dual scoring with --history-encoding items: per-example: each example's own "
                              "--train-negatives; the others train on batches of whole users, each distinct title "
                              "encoded once per step, sharing uniform: --train-negatives uniform items per batch; "
                              "in-batch-logq: those and the batch's positives, logQ-corrected; full: every item of "
-                             "the domain (costs the catalogue each step); default: %(default)s")
+                             f"the domain (costs the catalogue each step); default: {DEFAULT_NEGATIVES} where user "
+                             "batches apply, else per-example")
     parser.add_argument("--train-positions", choices=TRAIN_POSITIONS, default=DEFAULT_TRAIN_POSITIONS,
                         help="all: every position of a train history is an example (the item predicted from the "
                              "items before it); last: only the last item; default: %(default)s")
@@ -249,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="learning rate of the fusion heads (the rest trains at --learning-rate): z sums n * d "
                              "products, so the rate that suits a LoRA weight moves z hundreds of times as far; "
                              "default: %(default)s")
-    xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction, default=True,
+    xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction,
+                        default=XCrossConfig.normalize_fusion_input,
                         help="the fusion heads read each stream at unit root mean square per token, so z does not "
                              "scale with the backbone's activations; default: %(default)s")
     xcross.add_argument("--beta", type=_finite_float, default=1.0,
@@ -356,13 +365,22 @@ def _prepare(commands) -> None:
     prepare.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
 
 
-def _dual_settings(args: argparse.Namespace) -> dict:
-    """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
-    if args.negatives != DEFAULT_NEGATIVES and (args.scoring != "dual" or args.history_encoding != "items"
-                                                 or args.in_batch_negatives):
+def negatives_and_batch_size(args: argparse.Namespace) -> tuple[str, int]:
+    """--negatives and --batch-size, or their defaults: `DEFAULT_NEGATIVES` where user batches apply, else
+    per-example, each with the batch size of `DEFAULT_BATCH_SIZE` that suits it."""
+    user_batches_apply = (args.scoring == "dual" and args.history_encoding == "items"
+                          and not args.in_batch_negatives)
+    negatives = args.negatives or (DEFAULT_NEGATIVES if user_batches_apply else "per-example")
+    if negatives != "per-example" and not user_batches_apply:
         raise XCrossError(f"--negatives {args.negatives} trains on batches of whole users that share each history's "
                           "item titles: it needs --scoring dual and --history-encoding items, without "
                           "--in-batch-negatives; use --negatives per-example otherwise.")
+    path = "per-example" if negatives == "per-example" else "user batches"
+    return negatives, args.batch_size or DEFAULT_BATCH_SIZE[path]
+
+
+def _dual_settings(args: argparse.Namespace, negatives: str) -> dict:
+    """The dual-scoring options as `RunSettings` fields; unset (the cross form's defaults) under --scoring cross."""
     if args.scoring != "dual":
         if args.center_representations:
             raise XCrossError("--center-representations is a dual-scoring option (center_representations centres "
@@ -370,7 +388,7 @@ def _dual_settings(args: argparse.Namespace) -> dict:
         return {}
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
             "popularity_weight": args.popularity_weight, "center_representations": args.center_representations,
-            "negatives": args.negatives}
+            "negatives": negatives}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,19 +425,20 @@ def main(argv: list[str] | None = None) -> int:
             write_domain(domain, args.output_dir)
             print(f"{args.output_dir}: {domain.summary()}")
             return 0
+        negatives, batch_size = negatives_and_batch_size(args)
         settings = RunSettings(
             command=args.command, data_dir=args.data_dir, domain=args.target if args.command == "train" else args.domain,
             output_dir=str(args.output_dir), backbone=args.backbone,
             sources=[str(source) for source in getattr(args, "sources", [])],
             max_train_users=args.max_train_users, max_eval_users=args.max_eval_users, val_users=args.val_users,
-            epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+            epochs=args.epochs, max_steps=args.max_steps, batch_size=batch_size,
             eval_batch_size=args.eval_batch_size, train_negatives=args.train_negatives,
             learning_rate=args.learning_rate, max_length=args.max_length, lora_r=getattr(args, "lora_r", 8),
             lora_alpha=getattr(args, "lora_alpha", 16), patience=args.patience, save_steps=args.save_steps,
             seed=args.seed, beta=getattr(args, "beta", 1.0), gamma=getattr(args, "gamma", 1.0),
             scoring=args.scoring, pooling=args.pooling, train_positions=args.train_positions,
             in_batch_negatives=args.in_batch_negatives, temperature=args.temperature,
-            **_dual_settings(args),
+            **_dual_settings(args, negatives),
             fusion_learning_rate=getattr(args, "fusion_learning_rate", None),
             normalize_fusion_input=getattr(args, "normalize_fusion_input", False), full_ranking=args.full_ranking,
             rerank_top=args.rerank_top)
