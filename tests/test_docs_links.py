@@ -41,8 +41,8 @@ def broken_links(path: Path) -> list[str]:
         file_part, _, section = target.partition("#")
         destination = (path.parent / file_part).resolve() if file_part else path
         if not destination.exists():
-            broken.append(f"{target}: {destination.relative_to(ROOT) if destination.is_relative_to(ROOT) else destination}"
-                          " does not exist")
+            shown = destination.relative_to(ROOT) if destination.is_relative_to(ROOT) else destination
+            broken.append(f"{target}: {shown} does not exist")
         elif section and destination.suffix == ".md" and section not in anchors(destination):
             broken.append(f"{target}: no heading of {destination.name} has the anchor #{section}")
     return broken
