@@ -62,16 +62,22 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot_mrr(rows: list[dict], path: Path) -> None:
+    """Horizontal bars, one per row in table order (top to bottom), each labelled with its MRR: long model names
+    stay readable, and the figure grows with the number of rows."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.bar([row["model"] for row in rows], [row["mrr"] for row in rows],
-             color=["tab:gray" if row["reference"] else "tab:blue" for row in rows])
-    axes.set(ylabel="test MRR", title=f"Test MRR, {rows[0]['test_users']} users, 30 candidates each")
-    axes.tick_params(axis="x", labelrotation=20)
+    labels = [row["model"] for row in rows]
+    figure, axes = plt.subplots(figsize=(7, 1.2 + 0.45 * len(rows)))
+    bars = axes.barh(labels, [row["mrr"] for row in rows],
+                     color=["tab:gray" if row["reference"] else "tab:blue" for row in rows])
+    axes.bar_label(bars, fmt="%.4f", padding=3, fontsize=8)
+    axes.invert_yaxis()
+    axes.set_xlim(0, max(row["mrr"] for row in rows) * 1.18)
+    axes.set(xlabel="test MRR (gray: references, no training)",
+             title=f"Test MRR, {rows[0]['test_users']} users, 30 candidates each")
     figure.tight_layout()
     atomic_write(path, lambda temporary: figure.savefig(temporary, dpi=120, format="png"))
     plt.close(figure)
