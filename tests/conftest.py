@@ -1,4 +1,10 @@
-"""Tiny random bases of each supported family and PEFT LoRA adapters trained on none of them (random A and B)."""
+"""Shared fixtures of the whole suite (tiny random bases of each supported family, PEFT LoRA adapters trained on none
+of them, synthetic domains, the fake Hub) and the markers each test gets from its folder.
+
+The folders hold the tests of one layer each (tests/README.md says which goes where); a test gets the marker of its
+folder, so `-m "not e2e"` or `-m model` select by layer. A test marked `data` needs the shared Amazon data and is
+skipped, with the reason, where it is absent.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,23 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModel, BertConfig, LlamaConfig, RobertaConfig
 
 VOCAB = 96
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("structure", "model", "serialization", "inference", "pipeline", "e2e", "research")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its folder's layer, and skip the `data` tests where the shared Amazon data is absent."""
+    from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR
+
+    missing = [domain for domain in ("Toys", "Tools", "Sports") if not (DEFAULT_DATA_DIR / domain).is_dir()]
+    no_data = pytest.mark.skip(reason=f"needs the shared Amazon data: {', '.join(missing)} not found under "
+                                      f"{DEFAULT_DATA_DIR}")
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in LAYERS:
+            item.add_marker(getattr(pytest.mark, folder))
+        if missing and item.get_closest_marker("data"):
+            item.add_marker(no_data)
 
 
 def tiny_config(family: str, **overrides):

@@ -16,7 +16,7 @@ An example never scores its own user's other history items (masked, as `TrainSam
 title, of a history or a candidate, is encoded once per step, titles of similar length together (`title_chunks`).
 Batches are fixed by the seed and their negatives by (seed, epoch, batch index), so a resumed run draws exactly
 the negatives of an uninterrupted one. `distinct_title_logits` computes, from such a batch, the logits the model's
-forward gives the same examples and candidates (tests/test_user_batches.py checks it on per-example lists).
+forward gives the same examples and candidates (tests/pipeline/test_user_batches.py checks it on per-example lists).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault injection for tests/test_fault_injection.py, kept out of the package.
+"""Fault injection for tests/e2e/test_fault_injection.py, kept out of the package.
 
 Python imports `sitecustomize` at start-up from the first `sys.path` entry that has one, so a process started with
 this folder on PYTHONPATH and `XCROSS_FAULT` set kills itself (SIGKILL: no handler, no cleanup) at one point of a

@@ -131,7 +131,7 @@ def test_no_item_with_a_title_of_the_history_is_recommended(model):
         model.recommend([[2]], catalogue, top_k=3)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "Tools").is_dir(), reason=f"the shared Amazon data ({SHARED_DATA}) is absent")
+@pytest.mark.data
 def test_duplicated_tools_hammer_is_never_recommended(model):
     domain = load_domain(SHARED_DATA, "Tools")
     hammer = "Estwing Hammer - 20 oz Straight Rip Claw"

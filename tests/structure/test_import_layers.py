@@ -11,7 +11,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WALKED = ("configuration_xcross", "modeling_xcross", "research")
 LAYERS = ("configuration", "model", "inference", "package face", "pipeline", "research")
 

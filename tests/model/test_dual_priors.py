@@ -142,6 +142,7 @@ def family_sources(request, data_dir, tmp_path_factory):
     return backbone, [root / "toys", root / "sports"]
 
 
+@pytest.mark.slow
 def test_default_settings_learn_and_do_not_collapse(larger_tools, family_sources, tmp_path):
     """With default scoring and learning settings (only the scale is set), `xcross train-adapter` ends above the
     validation MRR of the untrained model it starts from, and `xcross train` does not fall below its start (the

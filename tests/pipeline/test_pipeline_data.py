@@ -123,7 +123,7 @@ def test_collator_shapes_and_oldest_first_truncation(tmp_path, tiny_backbone):
             assert squeezed.startswith("[CLS]purchasehistory:")
 
 
-@pytest.mark.skipif(not DEFAULT_DATA_DIR.is_dir(), reason=f"real data not present at {DEFAULT_DATA_DIR}")
+@pytest.mark.data
 def test_real_sports_nan_titles_are_counted():
     domain = load_domain(DEFAULT_DATA_DIR, "Sports")
     assert domain.report["items_with_unusable_title"] == 3

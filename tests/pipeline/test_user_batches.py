@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import SMALL, make_adapter, randomize_integrator
-from test_pipeline_training import KillAt, _last_checkpoint_weights
+from run_helpers import KillAt, last_checkpoint_weights
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain
@@ -192,7 +192,7 @@ def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbo
     assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
     assert resumed["mrr"] == uninterrupted["mrr"]
     # The returned model may be the untrained start; the last checkpoints hold what each run trained.
-    trained = [_last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
+    trained = [last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
     assert trained[0].keys() == trained[1].keys() and trained[0]
     for name in trained[0]:
         torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)

@@ -16,7 +16,7 @@ from modeling_xcross.head_recommender import HeadRecommender
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.auto_loading import load_popularity, load_trained_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path("tests/fixtures/legacy_v0")
 EXPECTED = json.loads((ROOT / FIXTURE / "expected.json").read_text())
 XCROSS = ("xcross_bert", "xcross_llama")

@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from conftest import SMALL, make_base, make_tokenizer
+from run_helpers import KillAt, last_checkpoint_weights, small_run_settings
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 from modeling_xcross.pipeline.runs import OutputDirError, RunSettings, prepare_output_dir, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 def test_train_adapter_writes_metrics_and_a_peft_adapter(adapters, tiny_backbone):
     directory = adapters / "toys"
     metrics = json.loads((directory / "metrics.json").read_text())
@@ -69,41 +68,20 @@ def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):
     assert {key: evaluated[key] for key in METRIC_KEYS} == pytest.approx({key: metrics[key] for key in METRIC_KEYS})
 
 
-class KillAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("killed")
-
-
-def _settings(data_dir, backbone, out):
-    return RunSettings(command="train-adapter", data_dir=str(data_dir), domain="Toys", output_dir=str(out),
-                       backbone=str(backbone), max_train_users=16, max_eval_users=4, val_users=4, epochs=2,
-                       batch_size=4, eval_batch_size=2, train_negatives=3, max_length=32, save_steps=3, seed=5,
-                       patience=100)
-
-
 def test_killed_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
-    uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
+    uninterrupted = train(small_run_settings(data_dir, tiny_backbone, tmp_path / "a"))
     with pytest.raises(KeyboardInterrupt):
-        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(4)])
+        train(small_run_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(4)])
     assert (tmp_path / "b" / "checkpoint-3").is_dir() and not (tmp_path / "b" / "metrics.json").exists()
-    resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
+    resumed = train(small_run_settings(data_dir, tiny_backbone, tmp_path / "b"))
     assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
     assert resumed["mrr"] == uninterrupted["mrr"]
     # The model a run returns can be its untrained start (when no checkpoint beat it), so compare the trained
     # weights too: the last checkpoint of each run.
-    trained = [_last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
+    trained = [last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
     assert trained[0].keys() == trained[1].keys() and trained[0]
     for name in trained[0]:
         torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
-
-
-def _last_checkpoint_weights(output_dir: Path) -> dict[str, torch.Tensor]:
-    last = max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
-    return load_file(last / "model.safetensors")
 
 
 def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone, capsys):
@@ -192,7 +170,7 @@ def test_plain_trainer_resumes_and_loads_the_best_model_quietly(command, adapter
     from transformers.testing_utils import CaptureLogger
     from transformers.utils import logging
 
-    settings = _settings(data_dir, tiny_backbone, tmp_path / "run")
+    settings = small_run_settings(data_dir, tiny_backbone, tmp_path / "run")
     settings.command, settings.epochs = command, 1
     settings.sources = [str(adapters / "toys"), str(adapters / "sports")] if command == "train" else []
     with pytest.raises(KeyboardInterrupt):
@@ -208,7 +186,7 @@ def test_plain_trainer_resumes_and_loads_the_best_model_quietly(command, adapter
 
 
 def test_checkpoint_of_an_earlier_version_is_a_clear_error(data_dir, tiny_backbone, tmp_path, capsys):
-    settings = _settings(data_dir, tiny_backbone, tmp_path / "old")
+    settings = small_run_settings(data_dir, tiny_backbone, tmp_path / "old")
     prepare_output_dir(settings)
     (tmp_path / "old" / "checkpoint-3").mkdir()
     (tmp_path / "old" / "checkpoint-3" / "trainable.safetensors").write_bytes(b"")

@@ -17,7 +17,7 @@ from modeling_xcross.pipeline.samples import title_counts
 
 from conftest import make_domain
 
-SCRIPT = Path(__file__).resolve().parents[1] / "research" / "validation_references.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "research" / "validation_references.py"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.starting_point import STARTING_POINT_DIR, StartingPoint, keep_better
 from modeling_xcross.pipeline.runs import train
-from test_pipeline_training import _settings
+from run_helpers import small_run_settings
 
 
 def test_the_start_comes_back_only_when_no_checkpoint_reached_it():
@@ -27,7 +27,7 @@ def test_the_start_comes_back_only_when_no_checkpoint_reached_it():
 
 
 def test_a_run_records_its_start_and_returns_the_better_model(data_dir, tiny_backbone, tmp_path):
-    metrics = train(_settings(data_dir, tiny_backbone, tmp_path))
+    metrics = train(small_run_settings(data_dir, tiny_backbone, tmp_path))
     recorded = json.loads((tmp_path / STARTING_POINT_DIR / "validation.json").read_text())
     assert metrics["starting_validation_mrr"] == recorded["validation_mrr"]
     start = load_file(tmp_path / STARTING_POINT_DIR / "model.safetensors")

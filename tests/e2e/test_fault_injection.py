@@ -18,8 +18,8 @@ import pytest
 from conftest import make_base, make_domain, make_tokenizer
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
-FAULTS = Path(__file__).resolve().parent / "fault_injection"
+ROOT = Path(__file__).resolve().parents[2]
+FAULTS = Path(__file__).resolve().parents[1] / "fault_injection"
 # 20 train users in batches of 4: 5 steps per epoch, 15 in all; evaluated and checkpointed every 3 steps, so
 # checkpoints fall mid-epoch (3 in epoch 1, 6 and 9 in epoch 2, 12 in epoch 3) and the last one at step 15.
 OPTIONS = ["--max-train-users", "20", "--val-users", "4", "--max-eval-users", "6", "--batch-size", "4",

@@ -20,7 +20,7 @@ from modeling_xcross.inference.collator import RecommendationCollator
 from modeling_xcross.pipeline.data import DataError, load_domain
 from modeling_xcross.pipeline.interactions import InteractionColumns, read_interactions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVENTS = [("u1", "i1", 1), ("u1", "i2", 2), ("u1", "i2", 2), ("u1", "i3", 5),  # a repeated row
           ("u2", "i3", 3), ("u2", "i1", 1), ("u2", "i4", 2),  # out of time order; i4 has no title
           ("u3", "i1", 10), ("u3", "i5", 11), ("u3", "i2", 12),  # the latest last interaction

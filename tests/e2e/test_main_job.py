@@ -11,7 +11,7 @@ import pytest
 
 from modeling_xcross.pipeline.comparison import ComparisonError, compare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ROWS = ["X-Cross", "Target LoRA", "popularity", "similarity", "similarity + popularity (untrained)", "random",
         "best reference"]
 

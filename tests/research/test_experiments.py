@@ -255,7 +255,7 @@ def test_bars_and_training_gains_are_read_from_the_records():
     assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "research" / "configs").glob("*.json")),
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "research" / "configs").glob("*.json")),
                          ids=lambda path: path.stem)
 def test_committed_configs_load_and_plan_their_grid(path):
     """Every config a script or the README names loads (no missing or unknown field) and plans E1-E5 for each seed."""
