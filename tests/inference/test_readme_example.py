@@ -11,7 +11,7 @@ import torch
 
 from conftest import make_adapter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MINILM = '"sentence-transformers/all-MiniLM-L6-v2"'
 
 
