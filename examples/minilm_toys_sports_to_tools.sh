@@ -36,9 +36,10 @@ stage "LoRA on Sports (source)"  "$OUT/lora-sports" train-adapter --domain Sport
 stage "X-Cross on Tools"         "$OUT/xcross-tools" train --target Tools --sources "$OUT/lora-toys" "$OUT/lora-sports" \
                                                      "${TRAIN[@]}"
 stage "LoRA on Tools (baseline)" "$OUT/lora-tools"  train-adapter --domain Tools  "${TRAIN[@]}"
+# The references count popularity over all Tools train users (what a user has), not only the TRAIN_USERS trained on.
 for method in popularity similarity similarity-popularity random best-reference; do
   stage "$method (no training)" "$OUT/$method-tools" baseline --method "$method" --domain Tools "${DATA[@]}" \
-        --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}" --max-train-users "${TRAIN_USERS:-2000}"
+        --backbone "${BACKBONE:-sentence-transformers/all-MiniLM-L6-v2}"
 done
 xcross compare --output-dir "$OUT" --runs "X-Cross=$OUT/xcross-tools" "Target LoRA=$OUT/lora-tools" \
        "popularity=$OUT/popularity-tools" "similarity=$OUT/similarity-tools" \

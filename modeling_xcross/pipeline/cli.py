@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -367,10 +368,12 @@ def _prepare(commands) -> None:
 
 def negatives_and_batch_size(args: argparse.Namespace) -> tuple[str, int]:
     """--negatives and --batch-size, or their defaults: `DEFAULT_NEGATIVES` where user batches apply, else
-    per-example, each with the batch size of `DEFAULT_BATCH_SIZE` that suits it."""
+    per-example, each with the batch size of `DEFAULT_BATCH_SIZE` that suits it. User batches run on one process, so
+    the default under `torchrun` (WORLD_SIZE above 1) is per-example."""
     user_batches_apply = (args.scoring == "dual" and args.history_encoding == "items"
                           and not args.in_batch_negatives)
-    negatives = args.negatives or (DEFAULT_NEGATIVES if user_batches_apply else "per-example")
+    one_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    negatives = args.negatives or (DEFAULT_NEGATIVES if user_batches_apply and one_process else "per-example")
     if negatives != "per-example" and not user_batches_apply:
         raise XCrossError(f"--negatives {args.negatives} trains on batches of whole users that share each history's "
                           "item titles: it needs --scoring dual and --history-encoding items, without "

@@ -69,8 +69,8 @@ def test_single_adapter_model_scores_the_peft_model_last_hidden_state(tiny):
 
 
 def reference_forward(tiny, model, input_ids, names, beta, gamma):
-    """X-Cross written out plainly: every stream through every block with PEFT's set_adapter, then the refine
-    equation term by term, then w-weighted sum, final norm, pooling and head."""
+    """X-Cross written out plainly: every stream through every block with PEFT's set_adapter, the fusion head on
+    the streams (each normalized when the config says so), then the refine equation term by term, then w-weighted sum, final norm, pooling and head."""
     peft_model = peft_model_with(tiny, list(names))
     base = peft_model.base_model.model
     n, seq_len = len(names), input_ids.shape[-1]
@@ -90,7 +90,10 @@ def reference_forward(tiny, model, input_ids, names, beta, gamma):
         for m, name in enumerate(names):
             peft_model.set_adapter(name)
             outputs.append(block(streams[m], attention_mask=None, **block_kwargs))
-        z = model.fusion_heads[index](torch.cat(outputs, dim=-1)).view(*outputs[0].shape[:2], n, 2, n - 1)
+        head_inputs = outputs
+        if model.config.normalize_fusion_input:  # each stream at unit root mean square per token (the default)
+            head_inputs = [h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + 1e-6) for h in outputs]
+        z = model.fusion_heads[index](torch.cat(head_inputs, dim=-1)).view(*outputs[0].shape[:2], n, 2, n - 1)
         refined = []
         for m in range(n):
             others = [other for other in range(n) if other != m]
@@ -231,7 +234,7 @@ def test_normalized_fusion_input_makes_z_independent_of_the_activation_scale(tin
         refined, _ = layer.fuse(streams)
     torch.testing.assert_close(z_scaled, z, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(refined_scaled, 1000.0 * refined, atol=1e-2, rtol=1e-4)  # refine mixes the raw h_m
-    plain = build(tiny)
+    plain = build(tiny, normalize_fusion_input=False)  # the paper's form: z reads the raw streams
     plain.load_state_dict(model.state_dict())
     plain_layer = next(layer for layer in plain.layers if layer.fusion_head is not None)
     with torch.no_grad():

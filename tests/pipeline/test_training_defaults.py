@@ -36,6 +36,11 @@ def test_the_default_negatives_fall_back_where_user_batches_do_not_apply():
     assert negatives_and_batch_size(_parse("train", "--negatives", "uniform", "--batch-size", "5")) == ("uniform", 5)
 
 
+def test_the_default_negatives_are_per_example_on_several_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: user batches train on one process
+    assert negatives_and_batch_size(_parse("train")) == ("per-example", DEFAULT_BATCH_SIZE["per-example"])
+
+
 def test_shared_negatives_asked_for_where_they_do_not_apply_are_refused():
     with pytest.raises(XCrossError, match="--negatives uniform trains on batches of whole users"):
         negatives_and_batch_size(_parse("train-adapter", "--scoring", "cross", "--negatives", "uniform"))
