@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import SMALL, make_base, make_tokenizer
-from run_helpers import KillAt, last_checkpoint_weights, small_run_settings
+from run_helpers import KillAt, assert_killed_run_resumes_to_the_same_run, small_run_settings
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.lora_recommender import LoraRecommender
@@ -69,19 +69,8 @@ def test_xcross_train_and_evaluate(adapters, data_dir, tiny_backbone, tmp_path):
 
 
 def test_killed_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
-    uninterrupted = train(small_run_settings(data_dir, tiny_backbone, tmp_path / "a"))
-    with pytest.raises(KeyboardInterrupt):
-        train(small_run_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(4)])
-    assert (tmp_path / "b" / "checkpoint-3").is_dir() and not (tmp_path / "b" / "metrics.json").exists()
-    resumed = train(small_run_settings(data_dir, tiny_backbone, tmp_path / "b"))
-    assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
-    assert resumed["mrr"] == uninterrupted["mrr"]
-    # The model a run returns can be its untrained start (when no checkpoint beat it), so compare the trained
-    # weights too: the last checkpoint of each run.
-    trained = [last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
-    assert trained[0].keys() == trained[1].keys() and trained[0]
-    for name in trained[0]:
-        torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
+    assert_killed_run_resumes_to_the_same_run(lambda out: small_run_settings(data_dir, tiny_backbone, out), 4,
+                                              "checkpoint-3", tmp_path)
 
 
 def test_output_dir_of_another_run_is_refused(adapters, data_dir, tiny_backbone, capsys):

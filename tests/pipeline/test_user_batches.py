@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from conftest import SMALL, make_adapter, randomize_integrator
-from run_helpers import KillAt, last_checkpoint_weights
+from run_helpers import assert_killed_run_resumes_to_the_same_run
 from modeling_xcross import XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import load_domain
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.inference.model_inputs import model_collator
-from modeling_xcross.pipeline.runs import METRICS_NAME, RunSettings, train
+from modeling_xcross.pipeline.runs import METRICS_NAME, RunSettings
 from modeling_xcross.pipeline.samples import TrainSamples, title_counts
 from modeling_xcross.pipeline.user_batches import (TITLES_PER_CHUNK, UserBatchCollator, UserBatches,
                                                    distinct_title_batch, distinct_title_logits, distinct_title_loss,
@@ -184,18 +184,9 @@ def _settings(data_dir, backbone, out):
 
 
 def test_killed_user_batch_run_resumes_to_the_same_weights(data_dir, tiny_backbone, tmp_path):
-    uninterrupted = train(_settings(data_dir, tiny_backbone, tmp_path / "a"))
-    with pytest.raises(KeyboardInterrupt):  # resumes from checkpoint-9: in the second epoch (6 batches each)
-        train(_settings(data_dir, tiny_backbone, tmp_path / "b"), callbacks=[KillAt(10)])
-    assert not (tmp_path / "b" / METRICS_NAME).exists()
-    resumed = train(_settings(data_dir, tiny_backbone, tmp_path / "b"))
-    assert resumed["weights_digest_by_rank"] == uninterrupted["weights_digest_by_rank"]
-    assert resumed["mrr"] == uninterrupted["mrr"]
-    # The returned model may be the untrained start; the last checkpoints hold what each run trained.
-    trained = [last_checkpoint_weights(tmp_path / run) for run in ("a", "b")]
-    assert trained[0].keys() == trained[1].keys() and trained[0]
-    for name in trained[0]:
-        torch.testing.assert_close(trained[1][name], trained[0][name], rtol=0, atol=0)
+    # Killed at step 10, it resumes from checkpoint-9: in the second epoch (6 batches each).
+    assert_killed_run_resumes_to_the_same_run(lambda out: _settings(data_dir, tiny_backbone, out), 10, "checkpoint-9",
+                                              tmp_path)
 
 
 def test_training_benchmark_skips_without_data(tmp_path, capsys):
