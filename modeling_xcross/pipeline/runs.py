@@ -20,11 +20,11 @@ from ..packaged_models import canonical_model_name
 from .candidates import eval_lists_for
 from .data import DataError, load_domain, split_users
 from .domain_ranking import model_full_ranking
-from .metrics import load_ranking_metric
+from .metrics import METRIC_KEYS, load_ranking_metric
 from .models import build_head_recommender, build_xcross, collator_for
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
 from .samples import EvalSamples, TrainSamples, title_counts
-from .starting_point import keep_better, record_starting_point
+from .starting_point import keep_better, record_starting_point, starting_weights
 from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
 from .user_batches import SHARED_NEGATIVE_MODES, UserBatchCollator, UserBatches
 
@@ -211,8 +211,14 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     model.save_pretrained(output_dir)
     if popularity is not None:
         save_popularity(output_dir, popularity)
-    metrics = score(model, collator, _test_samples(domain, settings, users["test"], output_dir, popularity),
-                    settings.eval_batch_size)
+    test_samples = _test_samples(domain, settings, users["test"], output_dir, popularity)
+    metrics = score(model, collator, test_samples, settings.eval_batch_size)
+    if start is not None:  # the untrained start on the same test lists, beside what training made of it
+        starting = metrics
+        if not kept_start:
+            with starting_weights(model, start):
+                starting = score(model, collator, test_samples, settings.eval_batch_size)
+        metrics["starting_test"] = {key: starting[key] for key in METRIC_KEYS}
     if settings.full_ranking:
         metrics["full_ranking"] = model_full_ranking(model, domain, "test", users["test"], collator=collator,
                                                      rerank_top=settings.rerank_top, cache_dir=output_dir,

@@ -10,6 +10,8 @@ resumed run finds them; only the process that writes the run's files writes them
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,12 +58,28 @@ def keep_better(model: torch.nn.Module, best_trained_mrr: float | None, start: S
         return False
     print(f"[train] no trained checkpoint beat the untrained model on validation (MRR {best_trained_mrr} < "
           f"{start.validation_mrr:.4f}): keeping the untrained weights")
+    _load(model, start.weights)
+    return True
+
+
+@contextmanager
+def starting_weights(model: torch.nn.Module, start: StartingPoint) -> Iterator[None]:
+    """The untrained weights in `model` for the block, the model's own weights back after it: so a run can score its
+    start on the test lists beside what it trained."""
+    own = {name: parameter.detach().clone() for name, parameter in model.named_parameters() if name in start.weights}
+    _load(model, start.weights)
+    try:
+        yield
+    finally:
+        _load(model, own)
+
+
+def _load(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     parameters = dict(model.named_parameters())
-    missing = set(start.weights) - set(parameters)
+    missing = set(weights) - set(parameters)
     if missing:
         raise RuntimeError(f"{STARTING_POINT_DIR}/{WEIGHTS_NAME} names weights this model lacks ({sorted(missing)[:3]}"
                            "...): the output dir holds another run's files; delete it and start over.")
     with torch.no_grad():
-        for name, tensor in start.weights.items():
+        for name, tensor in weights.items():
             parameters[name].copy_(tensor.to(parameters[name].device, parameters[name].dtype))
-    return True

@@ -4,13 +4,18 @@ and returned when no trained checkpoint reached its validation MRR."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.starting_point import STARTING_POINT_DIR, StartingPoint, keep_better
-from modeling_xcross.pipeline.runs import train
+from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline import runs
+from modeling_xcross.pipeline.runs import evaluate_model, train
 from run_helpers import small_run_settings
 
 
@@ -39,3 +44,30 @@ def test_a_run_records_its_start_and_returns_the_better_model(data_dir, tiny_bac
         assert metrics["best_validation_mrr"] < recorded["validation_mrr"]
     else:
         assert metrics["best_validation_mrr"] >= recorded["validation_mrr"]
+
+
+@pytest.mark.parametrize("trained_won", [False, True])
+def test_a_run_scores_its_start_on_the_test_lists(data_dir, tiny_backbone, tmp_path, monkeypatch, trained_won):
+    if trained_won:  # this tiny run keeps its start; say the trained model won, so the start is swapped in to score
+        monkeypatch.setattr(runs, "keep_better", lambda model, best, start: False)
+    # Full ranking runs after the start is scored: it sees the weights the run saved only if they went back.
+    settings = replace(small_run_settings(data_dir, tiny_backbone, tmp_path / "run"), full_ranking=True)
+    metrics = train(settings)
+    assert metrics["kept_starting_point"] is not trained_won
+    assert set(metrics["starting_test"]) == set(METRIC_KEYS)
+    # The start scored by hand: its weights in a copy of the saved model, evaluated on the same test lists.
+    copy = tmp_path / "start"
+    shutil.copytree(tmp_path / "run", copy, ignore=shutil.ignore_patterns("checkpoint-*", "eval_*"))
+    model = LoraRecommender.from_pretrained(copy)
+    model.load_state_dict(load_file(copy / STARTING_POINT_DIR / "model.safetensors"), strict=False)
+    model.save_pretrained(copy)
+    test = ("test", settings.max_eval_users, settings.val_users, settings.seed, settings.eval_batch_size,
+            settings.max_length)
+    by_hand = evaluate_model(copy, settings.data_dir, settings.domain, *test)
+    assert metrics["starting_test"] == {key: by_hand[key] for key in METRIC_KEYS}
+    # The run's own metrics are those of the model it saved: its weights went back after the start was scored.
+    saved = evaluate_model(tmp_path / "run", settings.data_dir, settings.domain, *test, full_ranking=True)
+    assert {key: saved[key] for key in METRIC_KEYS} == {key: metrics[key] for key in METRIC_KEYS}
+    assert saved["full_ranking"] == pytest.approx(metrics["full_ranking"])
+    if trained_won:
+        assert metrics["starting_test"] != {key: metrics[key] for key in METRIC_KEYS}, "two models, two scores"
