@@ -1,9 +1,9 @@
 """The paper's experiments E1-E4 (docs: xcross-method.md) as `xcross` runs expanded from one JSON config, run in
 order, resumable, each leaving one JSON record in the records folder.
 
-The scale (backbone, users, epochs, learning rates...) is set once in the config, so every model of a table is
-trained and scored alike; every run of one seed is scored on the same stored test candidate lists (same seed, same
-number of test users).
+The scale (backbone, users, learning rates; epochs, batches and negatives where the CLI's defaults should not hold) is
+set once in the config, so every model of a table is trained and scored alike; every run of one seed is scored on the
+same stored test candidate lists (same seed, same number of test users).
 """
 
 from __future__ import annotations
@@ -22,14 +22,19 @@ import torch
 
 from modeling_xcross.checkpoint import atomic_write
 from modeling_xcross.errors import XCrossError
-from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR
+from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR, DataError, load_domain
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline.references import BEST_REFERENCE
 from modeling_xcross.pipeline.runs import METRICS_NAME
 
 EXPERIMENTS = ("E1", "E2", "E3", "E4", "E5")
-# Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise); X-Cross
+# Scale keys passed on to every training command when the config sets them (the CLI's defaults otherwise): the
+# training length and batches before --patience, where they always stood, the others after --learning-rate. X-Cross
 # runs also take `normalize_fusion_input` from the scale and `learning_rates.fusion`.
-OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature", "save_steps")
+OPTIONAL_TRAINING_LENGTH = ("epochs", "batch_size", "train_negatives")
+OPTIONAL_TRAINING_SCALE = ("scoring", "pooling", "train_positions", "temperature", "save_steps", "negatives")
+# `train_users` that trains on every train user of a domain (no --max-train-users at 100%).
+ALL_TRAIN_USERS = "all"
 # Why PEFT's X-LoRA baseline is not run, checked by hand on peft 0.21.2 with a tiny BERT and two adapters.
 XLORA_NOT_APPLICABLE = (
     "peft 0.21 XLoraModel cannot load adapters of a bare encoder or decoder: _load_adapter_into_lora_model "
@@ -59,18 +64,23 @@ class ConfigError(XCrossError):
 class ExperimentConfig:
     targets: dict[str, list[str]]  # target domain -> its source domains
     seeds: list[int]
-    scale: dict  # backbone, max_length, train_users, val_users, test_users, epochs, batch_size, ..., full_ranking
+    scale: dict  # backbone, max_length, train_users (a count or "all"), val_users, test_users, ..., full_ranking
     learning_rates: dict[str, float]  # per model family: lora, xcross, head
     fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
+    # The seeds that run a fraction below 1, keyed by the fraction as text ({"0.1": [42]}); unnamed: every seed.
+    fraction_seeds: dict[str, list[int]] = field(default_factory=dict)
+    # One of `seeds`: the E1 source adapters are trained once, with this seed, and every seed's X-Cross reads them.
+    # None: each seed trains its own sources.
+    sources_seed: int | None = None
     # The X-Cross refine-step weights to run E2/E3 with, one set of runs each (tuned on validation MRR).
     xcross_refine: list[dict[str, float]] = field(default_factory=lambda: [dict(DEFAULT_REFINE)])
     data_dir: str = str(DEFAULT_DATA_DIR)
     runs_dir: str = "runs/experiments"
     records_dir: str = "research/results/records"
 
-    REQUIRED_SCALE = ("backbone", "max_length", "train_users", "val_users", "test_users", "epochs", "batch_size",
-                      "eval_batch_size", "train_negatives", "patience")
-    OPTIONAL_SCALE = (*OPTIONAL_TRAINING_SCALE, "normalize_fusion_input", "full_ranking")
+    REQUIRED_SCALE = ("backbone", "max_length", "train_users", "val_users", "test_users", "eval_batch_size",
+                      "patience")
+    OPTIONAL_SCALE = (*OPTIONAL_TRAINING_LENGTH, *OPTIONAL_TRAINING_SCALE, "normalize_fusion_input", "full_ranking")
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentConfig":
@@ -93,7 +103,33 @@ class ExperimentConfig:
         if 1.0 not in config.fractions or any(not 0 < fraction <= 1 for fraction in config.fractions):
             raise ConfigError(f"{path}: fractions must lie in (0, 1] and include 1.0 (the E1/E2 runs), got "
                               f"{config.fractions}.")
+        train_users = config.scale["train_users"]
+        if train_users != ALL_TRAIN_USERS and (type(train_users) is not int or train_users < 1):
+            raise ConfigError(f"{path}: scale.train_users must be a positive number of users or \"{ALL_TRAIN_USERS}\""
+                              f", got {train_users!r}.")
+        if config.sources_seed is not None and config.sources_seed not in config.seeds:
+            raise ConfigError(f"{path}: sources_seed {config.sources_seed} must be one of seeds {config.seeds} (its E1 "
+                              "runs are that seed's target LoRAs too); add it to seeds or drop sources_seed.")
+        for key, seeds in config.fraction_seeds.items():
+            try:
+                fraction = float(key)
+            except ValueError:
+                fraction = None
+            if fraction not in config.fractions or fraction == 1.0:
+                raise ConfigError(f"{path}: fraction_seeds key {key!r} must be one of fractions {config.fractions} "
+                                  "below 1.0, written as text (every seed runs 1.0, the E1/E2 runs).")
+            if not seeds or not set(seeds) <= set(config.seeds):
+                raise ConfigError(f"{path}: fraction_seeds[{key!r}] must be a non-empty list of seeds of {config.seeds}"
+                                  f", got {seeds}.")
         return config
+
+    @property
+    def source_domains(self) -> list[str]:
+        return sorted({source for sources in self.targets.values() for source in sources})
+
+    def seeds_at(self, fraction: float) -> list[int]:
+        """The seeds that train on `fraction` of the target train users: `fraction_seeds`' list, else every seed."""
+        return next((seeds for key, seeds in self.fraction_seeds.items() if float(key) == fraction), self.seeds)
 
 
 @dataclass
@@ -116,10 +152,38 @@ class Run:
         return shlex.join(["xcross", *self.args]) if self.args else ""
 
 
+def scale_flags(scale: dict, keys: tuple[str, ...]) -> list[str]:
+    """`--key value` for each of `keys` the scale sets, in the order of `keys`; the CLI's defaults for the others."""
+    return [item for key in keys if key in scale for item in (f"--{key.replace('_', '-')}", str(scale[key]))]
+
+
+def usable_train_users(config: ExperimentConfig) -> dict[str, int]:
+    """Each target's train users that training may draw on (its usable ones but the `val_users` held out), which a
+    fraction of "all" train users counts from; read only then, and once per target ({} otherwise)."""
+    if config.scale["train_users"] != ALL_TRAIN_USERS or min(config.fractions) == 1.0:
+        return {}
+    counts = {}
+    for target in config.targets:
+        try:
+            counts[target] = len(load_domain(config.data_dir, target).train) - config.scale["val_users"]
+        except DataError as error:
+            raise ConfigError(f"scale.train_users \"{ALL_TRAIN_USERS}\" with fractions below 1 counts each target's "
+                              f"train users from data_dir: {error}") from error
+        if counts[target] < 1:
+            raise ConfigError(f"{target} has {counts[target] + config.scale['val_users']} usable train users, too "
+                              f"few to hold out scale.val_users {config.scale['val_users']}; lower val_users.")
+    return counts
+
+
 def plan_runs(config: ExperimentConfig) -> list[Run]:
     """Every run of E1-E5 for every seed, E1 first (its adapters are the sources of the others). E5 is the simple
     references (`xcross baseline`): popularity at every fraction (it counts that fraction's train users), the
-    untrained backbone's similarity, with the popularity prior (the untrained dual model) and a random order once."""
+    untrained backbone's similarity, with the popularity prior (the untrained dual model) and a random order once;
+    with `train_users` "all" also the best reference, which counts all train users, as the models at 100% then do.
+
+    With `sources_seed`, the source adapters are planned once, first, as E1 runs of that seed; every seed's X-Cross
+    and merged-sources runs read them, a seed's E1 runs are its target LoRAs, and the sources are scored zero-shot
+    (E4) once (`xcross evaluate` writes into the adapter's folder, so one scoring per source and target)."""
     scale = config.scale
     evaluation = ["--data-dir", config.data_dir, "--max-eval-users", str(scale["test_users"]), "--val-users",
                   str(scale["val_users"]), "--eval-batch-size", str(scale["eval_batch_size"]), "--max-length",
@@ -127,99 +191,129 @@ def plan_runs(config: ExperimentConfig) -> list[Run]:
     if scale.get("full_ranking"):  # every test user's true item ranked among all items of the target too
         evaluation.append("--full-ranking")
     domains = sorted({domain for target, sources in config.targets.items() for domain in (target, *sources)})
-    runs: list[Run] = []
+    available = usable_train_users(config)
+    references = ("similarity", "similarity-popularity", "random")
+    if scale["train_users"] == ALL_TRAIN_USERS:
+        references = (BEST_REFERENCE, *references)
+
+    def root(seed: int) -> Path:
+        return Path(config.runs_dir) / f"seed{seed}"
+
+    def adapter(domain: str, seed: int) -> str:
+        return str(root(seed) / f"lora-{domain}")
+
+    def percent(fraction: float) -> str:
+        return "" if fraction == 1.0 else f"{round(fraction * 100)}pct"
+
+    def max_train_users(domain: str, fraction: float) -> list[str]:
+        """The --max-train-users of a run on `fraction` of the domain's train users; none for all of them."""
+        if scale["train_users"] != ALL_TRAIN_USERS:
+            users = scale["train_users"]
+        elif fraction == 1.0:
+            return []
+        else:
+            users = available[domain]
+        return ["--max-train-users", str(max(1, round(fraction * users)))]
+
+    def training(command: str, family: str, output: Path, seed: int, domain: str,
+                 fraction: float = 1.0) -> tuple[list[str], str]:
+        args = [command, *evaluation, "--output-dir", str(output), "--seed", str(seed), "--backbone",
+                scale["backbone"], *max_train_users(domain, fraction), *scale_flags(scale, OPTIONAL_TRAINING_LENGTH),
+                "--patience", str(scale["patience"]), "--learning-rate", str(config.learning_rates[family]),
+                *scale_flags(scale, OPTIONAL_TRAINING_SCALE)]
+        if family == "xcross" and "fusion" in config.learning_rates:
+            args += ["--fusion-learning-rate", str(config.learning_rates["fusion"])]
+        if family == "xcross" and "normalize_fusion_input" in scale:
+            args.append("--normalize-fusion-input" if scale["normalize_fusion_input"] else
+                        "--no-normalize-fusion-input")
+        return args, str(output / METRICS_NAME)
+
+    def lora(domain: str, seed: int, fraction: float = 1.0) -> Run:
+        if fraction == 1.0:
+            run_id, experiment, output = f"E1_lora_{domain}_seed{seed}", "E1", Path(adapter(domain, seed))
+        else:
+            run_id, experiment = f"E3_lora_{domain}_{percent(fraction)}_seed{seed}", "E3"
+            output = root(seed) / f"lora-{domain}-{percent(fraction)}"
+        args, metrics = training("train-adapter", "lora", output, seed, domain, fraction)
+        return Run(run_id, experiment, "lora", domain, [], fraction, seed, [*args, "--domain", domain], metrics)
+
+    def baseline(method: str, target: str, fraction: float, seed: int) -> Run:
+        output = root(seed) / "-".join(filter(None, [f"{method}-{target}", percent(fraction)]))
+        args = ["baseline", "--method", method, "--domain", target, "--output-dir", str(output), *evaluation,
+                "--seed", str(seed), "--backbone", scale["backbone"], *max_train_users(target, fraction)]
+        run_id = "_".join(filter(None, [f"E5_{method}_{target}", percent(fraction), f"seed{seed}"]))
+        return Run(run_id, "E5", method, target, [], fraction, seed, args, str(output / METRICS_NAME))
+
+    shared = config.sources_seed
+    runs = [lora(domain, shared) for domain in config.source_domains] if shared is not None else []
     for seed in config.seeds:
-        root = Path(config.runs_dir) / f"seed{seed}"
-
-        def adapter(domain: str) -> str:
-            return str(root / f"lora-{domain}")
-
-        def training(command: str, family: str, output: Path, fraction: float = 1.0) -> tuple[list[str], str]:
-            users = max(1, round(fraction * scale["train_users"]))
-            args = [command, *evaluation, "--output-dir", str(output), "--seed", str(seed), "--backbone",
-                    scale["backbone"], "--max-train-users", str(users), "--epochs", str(scale["epochs"]),
-                    "--batch-size", str(scale["batch_size"]), "--train-negatives", str(scale["train_negatives"]),
-                    "--patience", str(scale["patience"]), "--learning-rate", str(config.learning_rates[family])]
-            for key in OPTIONAL_TRAINING_SCALE:
-                if key in scale:
-                    args += [f"--{key.replace('_', '-')}", str(scale[key])]
-            if family == "xcross" and "fusion" in config.learning_rates:
-                args += ["--fusion-learning-rate", str(config.learning_rates["fusion"])]
-            if family == "xcross" and "normalize_fusion_input" in scale:
-                args.append("--normalize-fusion-input" if scale["normalize_fusion_input"] else
-                            "--no-normalize-fusion-input")
-            return args, str(output / METRICS_NAME)
-
-        def baseline(method: str, target: str, fraction: float) -> Run:
-            percent = "" if fraction == 1.0 else f"{round(fraction * 100)}pct"
-            output = root / "-".join(filter(None, [f"{method}-{target}", percent]))
-            users = max(1, round(fraction * scale["train_users"]))
-            args = ["baseline", "--method", method, "--domain", target, "--output-dir", str(output), *evaluation,
-                    "--seed", str(seed), "--backbone", scale["backbone"], "--max-train-users", str(users)]
-            run_id = "_".join(filter(None, [f"E5_{method}_{target}", percent, f"seed{seed}"]))
-            return Run(run_id, "E5", method, target, [], fraction, seed, args, str(output / METRICS_NAME))
-
-        for domain in domains:
-            args, metrics = training("train-adapter", "lora", Path(adapter(domain)))
-            runs.append(Run(f"E1_lora_{domain}_seed{seed}", "E1", "lora", domain, [], 1.0, seed,
-                            [*args, "--domain", domain], metrics))
+        sources_seed = seed if shared is None else shared
+        # A seed's own adapters: every domain's, or with shared sources its target LoRAs not planned above.
+        own = domains if shared is None else [domain for domain in sorted(config.targets)
+                                              if not (seed == shared and domain in config.source_domains)]
+        runs += [lora(domain, seed) for domain in own]
+        fractions = sorted(fraction for fraction in set(config.fractions) if seed in config.seeds_at(fraction))
+        smaller = [fraction for fraction in fractions if fraction < 1.0]
         for target, sources in config.targets.items():
-            needs = [str(Path(adapter(source)) / METRICS_NAME) for source in sources]
-            source_dirs = [adapter(source) for source in sources]
+            source_dirs = [adapter(source, sources_seed) for source in sources]
+            needs = [str(Path(source_dir) / METRICS_NAME) for source_dir in source_dirs]
 
             def xcross(refine: dict[str, float], fraction: float) -> Run:
                 experiment = "E2" if fraction == 1.0 else "E3"
-                percent = "" if fraction == 1.0 else f"{round(fraction * 100)}pct"
-                output = root / "-".join(filter(None, [f"xcross-{target}{refine_suffix(refine, '-')}", percent]))
-                args, metrics = training("train", "xcross", output, fraction)
+                output = root(seed) / "-".join(filter(None, [f"xcross-{target}{refine_suffix(refine, '-')}",
+                                                             percent(fraction)]))
+                args, metrics = training("train", "xcross", output, seed, target, fraction)
                 args += ["--target", target, "--sources", *source_dirs, "--beta", f"{refine['beta']:g}", "--gamma",
                          f"{refine['gamma']:g}"]
-                run_id = "_".join(filter(None, [f"{experiment}_xcross_{target}{refine_suffix(refine, '_')}", percent,
-                                                f"seed{seed}"]))
+                run_id = "_".join(filter(None, [f"{experiment}_xcross_{target}{refine_suffix(refine, '_')}",
+                                                percent(fraction), f"seed{seed}"]))
                 return Run(run_id, experiment, "xcross", target, sources, fraction, seed, args, metrics, needs,
                            refine=refine)
 
             runs += [xcross(refine, 1.0) for refine in config.xcross_refine]
-            for fraction in sorted(set(config.fractions) - {1.0}):
-                percent = round(fraction * 100)
+            for fraction in smaller:
                 runs += [xcross(refine, fraction) for refine in config.xcross_refine]
-                args, metrics = training("train-adapter", "lora", root / f"lora-{target}-{percent}pct", fraction)
-                runs.append(Run(f"E3_lora_{target}_{percent}pct_seed{seed}", "E3", "lora", target, [], fraction,
-                                seed, [*args, "--domain", target], metrics))
-            for source in sources:
-                runs.append(Run(f"E4_zero-shot_{source}_on_{target}_seed{seed}", "E4", "zero-shot", target, [source],
-                                1.0, seed, ["evaluate", "--model-dir", adapter(source), "--domain", target,
-                                            *evaluation, "--seed", str(seed)],
-                                str(Path(adapter(source)) / f"eval_{target}_test" / METRICS_NAME),
-                                [str(Path(adapter(source)) / METRICS_NAME)]))
-            args, metrics = training("train-head", "head", root / f"head-{target}")
+                runs.append(lora(target, seed, fraction))
+            if seed == sources_seed:
+                for source, source_dir, need in zip(sources, source_dirs, needs):
+                    runs.append(Run(f"E4_zero-shot_{source}_on_{target}_seed{seed}", "E4", "zero-shot", target,
+                                    [source], 1.0, seed, ["evaluate", "--model-dir", source_dir, "--domain", target,
+                                                          *evaluation, "--seed", str(seed)],
+                                    str(Path(source_dir) / f"eval_{target}_test" / METRICS_NAME), [need]))
+            args, metrics = training("train-head", "head", root(seed) / f"head-{target}", seed, target)
             runs.append(Run(f"E4_head_{target}_seed{seed}", "E4", "head", target, [], 1.0, seed,
                             [*args, "--domain", target], metrics))
-            args, metrics = training("train-head", "head", root / f"merged-sources-{target}")
+            args, metrics = training("train-head", "head", root(seed) / f"merged-sources-{target}", seed, target)
             runs.append(Run(f"E4_merged-sources_{target}_seed{seed}", "E4", "merged-sources", target, sources, 1.0,
                             seed, [*args, "--domain", target, "--merge-sources", *source_dirs], metrics, needs))
             runs.append(Run(f"E4_xlora_{target}_seed{seed}", "E4", "xlora", target, sources, 1.0, seed,
                             not_applicable=XLORA_NOT_APPLICABLE))
-            runs += [baseline("popularity", target, fraction) for fraction in sorted(config.fractions)]
-            runs += [baseline(method, target, 1.0) for method in ("similarity", "similarity-popularity", "random")]
+            runs += [baseline("popularity", target, fraction, seed) for fraction in fractions]
+            runs += [baseline(method, target, 1.0, seed) for method in references]
     return runs
 
 
 def select_runs(runs: list[Run], config: ExperimentConfig, only: list[str] | None = None,
                 target: str | None = None, seeds: list[int] | None = None,
                 run_ids: list[str] | None = None) -> list[Run]:
-    """The runs of some experiments, one target (with the E1 adapters of its sources), some seeds, or some run ids
-    (two runners given disjoint ids share a machine's cores without racing on a run)."""
+    """The runs of some experiments, one target (with the E1 adapters of its sources), some seeds (with the shared
+    source adapters of `sources_seed`, which every seed reads), or some run ids (two runners given disjoint ids share
+    a machine's cores without racing on a run)."""
     if target is not None and target not in config.targets:
         raise ConfigError(f"--target {target} is not a target of the config; its targets: {sorted(config.targets)}.")
     unknown = sorted(set(run_ids or ()) - {run.run_id for run in runs})
     if unknown:
         raise ConfigError(f"--runs {unknown}: not runs of the config; `--dry-run` lists them.")
-    wanted = {target, *config.targets[target]} if target else None
+
+    def wanted_source(run: Run) -> bool:
+        """An E1 adapter that the selected X-Cross runs read: each seed's own, or with `sources_seed` that seed's."""
+        sources = config.source_domains if target is None else config.targets[target]
+        return run.experiment == "E1" and run.target in sources and config.sources_seed in (None, run.seed)
+
     return [run for run in runs
             if (not only or run.experiment in only)
-            and (wanted is None or run.target == target or (run.experiment == "E1" and run.target in wanted))
-            and (not seeds or run.seed in seeds)
+            and (target is None or run.target == target or wanted_source(run))
+            and (not seeds or run.seed in seeds or (config.sources_seed is not None and wanted_source(run)))
             and (not run_ids or run.run_id in run_ids)]
 
 
@@ -244,6 +338,8 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
                   wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
                   metrics_file=run.metrics_file,
                   **({"full_ranking": metrics["full_ranking"]} if "full_ranking" in metrics else {}),
+                  # a best-reference run: which reference, with which settings, validation chose
+                  **({"reference": metrics["best_reference"]["description"]} if "best_reference" in metrics else {}),
                   machine=machine_facts())
     return record
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 from research.experiments import DEFAULT_REFINE, ExperimentConfig
 from modeling_xcross.pipeline.metrics import METRIC_KEYS
+from modeling_xcross.pipeline.references import BEST_REFERENCE
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
 FULL_RANKING_KEYS = ("recall@10", "ndcg@10", "mrr")
-TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", "similarity-popularity", "similarity",
-               "popularity", "random")
+TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", BEST_REFERENCE,
+               "similarity-popularity", "similarity", "popularity", "random")
 
 
 def load_records(records_dir: str | Path) -> list[dict]:
@@ -34,6 +35,7 @@ def row_label(record: dict) -> str:
             "zero-shot": f"{sources} LoRA, zero-shot", "head": "Head only (frozen base)",
             "merged-sources": f"Merged {sources} adapters (cat, mean delta) + head",
             "xlora": f"PEFT X-LoRA ({sources})",
+            BEST_REFERENCE: "Best reference, chosen on validation users (E5)",
             "similarity": "Untrained backbone similarity (E5)", "popularity": "Popularity (E5)",
             "similarity-popularity": "Untrained similarity + popularity prior (E5)",
             "random": "Random order (E5)"}[record["model"]]
@@ -68,6 +70,10 @@ def target_table(records: list[dict], target: str) -> str:
         cells = [_mean_std([record["metrics"][key] for record in done]) for key in METRIC_KEYS]
         parameters = sorted({record["trainable_parameters"] for record in done})
         lines.append(f"| {label} | {len(done)} | " + " | ".join(cells) + f" | {', '.join(f'{p:,}' for p in parameters)} |")
+        chosen = [f"seed {record['seed']}: {record['reference']}" for record in sorted(done, key=lambda r: r["seed"])
+                  if "reference" in record]
+        if chosen:  # the best reference may differ per seed
+            notes.append(f"- {label}: " + "; ".join(chosen) + ".")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -106,9 +112,11 @@ def _seed_mrrs(records: list[dict], target: str, model: str, fraction: float = 1
 
 def bars_table(records: list[dict], targets: list[str], refine: dict[str, float], fraction: float = 0.25,
                margin: float = 0.03) -> str | None:
-    """Issue 12's bars per target, on means over seeds of test MRR: X-Cross >= the better simple reference
-    (popularity, untrained similarity) + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
-    users >= target LoRA on all. None when no target has X-Cross, LoRA and both references."""
+    """Issues 12's and 27's bars per target, on means over seeds of test MRR: X-Cross and target LoRA (on all the
+    train users) >= the reference + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
+    users >= target LoRA on all and on `fraction`. The reference is the best reference where it ran (it counts all
+    train users), else the better simple reference (popularity, untrained similarity). None when no target has
+    X-Cross, LoRA and its reference."""
     def mean(values: list[float]) -> str:
         return f"{statistics.mean(values):.4f}" if values else "–"
 
@@ -116,21 +124,30 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
         return "–" if gap is None else f"{gap:+.4f} {'yes' if gap >= bar - 1e-9 else '**no**'}"  # float sums
 
     lines = [f"| Target | Seeds | X-Cross | best reference | X-Cross − reference (≥ +{margin:g}?) | target LoRA | "
-             f"X-Cross − LoRA (≥ 0?) | X-Cross on {fraction:.0%} | that − LoRA on 100% (≥ 0?) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"X-Cross − LoRA (≥ 0?) | X-Cross on {fraction:.0%} | that − LoRA on 100% (≥ 0?) | "
+             f"LoRA − reference (≥ +{margin:g}?) | LoRA on {fraction:.0%} | "
+             f"X-Cross − LoRA, both on {fraction:.0%} (≥ 0?) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for target in targets:
         runs = {"xcross": _seed_mrrs(records, target, "xcross", refine=refine),
                 "small": _seed_mrrs(records, target, "xcross", fraction, refine),
-                **{name: _seed_mrrs(records, target, name) for name in ("lora", "popularity", "similarity")}}
-        if not all(runs[name] for name in ("xcross", "lora", "popularity", "similarity")):
+                "small lora": _seed_mrrs(records, target, "lora", fraction),
+                **{name: _seed_mrrs(records, target, name)
+                   for name in ("lora", BEST_REFERENCE, "popularity", "similarity")}}
+        references = (BEST_REFERENCE,) if runs[BEST_REFERENCE] else ("popularity", "similarity")
+        if not all(runs[name] for name in ("xcross", "lora", *references)):
             continue
         means = {name: statistics.mean(values) for name, values in runs.items() if values}
-        best = max(("popularity", "similarity"), key=means.get)
-        small_gap = means["small"] - means["lora"] if "small" in means else None
+        best = max(references, key=means.get)
+
+        def gap(model: str, other: str) -> float | None:
+            return means[model] - means[other] if model in means and other in means else None
+
         lines.append(f"| {target} | {len(runs['xcross'])} | {mean(runs['xcross'])} | {best} {mean(runs[best])} | "
-                     f"{verdict(means['xcross'] - means[best], margin)} | {mean(runs['lora'])} | "
-                     f"{verdict(means['xcross'] - means['lora'], 0)} | {mean(runs['small'])} | "
-                     f"{verdict(small_gap, 0)} |")
+                     f"{verdict(gap('xcross', best), margin)} | {mean(runs['lora'])} | "
+                     f"{verdict(gap('xcross', 'lora'), 0)} | {mean(runs['small'])} | "
+                     f"{verdict(gap('small', 'lora'), 0)} | {verdict(gap('lora', best), margin)} | "
+                     f"{mean(runs['small lora'])} | {verdict(gap('small', 'small lora'), 0)} |")
     return "\n".join(lines) if len(lines) > 2 else None
 
 
@@ -166,29 +183,56 @@ def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, l
     return curves
 
 
+def curve_points(curve: dict[float, list[float]]) -> list[tuple[float, float, float, int]]:
+    """(fraction, mean, sample std, seeds) per fraction, in fraction order; the std is 0 for a single seed (a grid
+    may run some fractions with fewer seeds)."""
+    return [(fraction, statistics.mean(mrrs), statistics.stdev(mrrs) if len(mrrs) > 1 else 0.0, len(mrrs))
+            for fraction, mrrs in sorted(curve.items())]
+
+
+def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
+    """Draw MRR against the % of target train users on `axes`: a line through the means over seeds per model, bars of
+    the seed spread where several seeds ran, and the best reference (mean over seeds at 100%) as a horizontal line
+    with its spread as a band. False when there is no curve to draw."""
+    curves = data_efficiency(records, target)
+    if not curves:
+        return False
+    for label in sorted(curves):
+        fractions, means, stds, seeds = zip(*curve_points(curves[label]))
+        x = [100 * fraction for fraction in fractions]
+        (line,) = axes.plot(x, means, marker="o", label=label)
+        spread = [index for index, count in enumerate(seeds) if count > 1]
+        if spread:
+            axes.errorbar([x[i] for i in spread], [means[i] for i in spread], yerr=[stds[i] for i in spread],
+                          fmt="none", ecolor=line.get_color(), capsize=3)
+    reference = _seed_mrrs(records, target, BEST_REFERENCE)
+    if reference:
+        level = statistics.mean(reference)
+        axes.axhline(level, color="black", linestyle="--", label=f"best reference ({len(reference)} seeds)")
+        if len(reference) > 1:
+            std = statistics.stdev(reference)
+            axes.axhspan(level - std, level + std, color="black", alpha=0.1)
+    ticks = sorted({fraction for curve in curves.values() for fraction in curve})
+    axes.set_xticks([100 * fraction for fraction in ticks], [f"{fraction:.0%}" for fraction in ticks])
+    axes.set(xlabel=f"% of {target} train users", ylabel="test MRR", title=f"Data efficiency on {target}")
+    axes.legend(fontsize="small")
+    return True
+
+
 def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
-    """MRR against the fraction of target train users, X-Cross, target LoRA and popularity; False when there is
-    nothing to plot."""
+    """`draw_data_efficiency` into a PNG at `path`; False (and no file) when there is nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = data_efficiency(records, target)
-    if not curves:
-        return False
     figure, axes = plt.subplots(figsize=(6, 4))
-    for label in sorted(curves):
-        fractions = sorted(curves[label])
-        means = [statistics.mean(curves[label][f]) for f in fractions]
-        stds = [statistics.stdev(curves[label][f]) if len(curves[label][f]) > 1 else 0 for f in fractions]
-        axes.errorbar([100 * f for f in fractions], means, yerr=stds, marker="o", capsize=3, label=label)
-    axes.set(xlabel=f"% of {target} train users", ylabel="test MRR", title=f"Data efficiency on {target}")
-    axes.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    drawn = draw_data_efficiency(axes, records, target)
+    if drawn:
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
     plt.close(figure)
-    return True
+    return drawn
 
 
 def plot_fusion(stats: dict, target: str, path: Path) -> None:
@@ -224,7 +268,9 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
     figures = output.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
     scale = {**config.scale, "learning_rates": config.learning_rates, "seeds": config.seeds,
-             "fractions": config.fractions}
+             "fractions": config.fractions,
+             **({"fraction_seeds": config.fraction_seeds} if config.fraction_seeds else {}),
+             **({"sources_seed": config.sources_seed} if config.sources_seed is not None else {})}
     report_command = f"python -m research.report --config {config_path}" + (
         "" if Path(output) == Path("docs/results.md") else f" --output {output}")
     parts = ["# X-Cross on the Amazon domains: results", "",
@@ -234,8 +280,9 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
              "| Setting | Value |", "|---|---|", *[f"| {key} | {value} |" for key, value in scale.items()], ""]
     bars = bars_table(records, list(config.targets), config.xcross_refine[0])
     if bars:
-        parts += ["## The bars", "", "Means over seeds of test MRR; the better of the two simple references "
-                  "(popularity, untrained similarity) per target.", "", bars, ""]
+        parts += ["## The bars", "", "Means over seeds of test MRR; the reference is the best reference (E5 "
+                  "best-reference: chosen on validation users, counting all train users) where it ran, else the better "
+                  "of the two simple references (popularity, untrained similarity) per target.", "", bars, ""]
     for target, sources in config.targets.items():
         parts += [f"## Target {target} (sources {', '.join(sources)})", "", target_table(records, target), ""]
         gains = training_gain_table(records, target)
@@ -248,7 +295,9 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
                       "(ties against it; cross scoring re-ranks the untrained similarity's top `--rerank-top`).", "", ranking,
                       ""]
         if plot_data_efficiency(records, target, figures / f"data_efficiency_{target}.png"):
-            parts += [f"![data efficiency on {target}](results/data_efficiency_{target}.png)", ""]
+            parts += [f"![data efficiency on {target}](results/data_efficiency_{target}.png)", "",
+                      "Means over the seeds run at each fraction; bars: sample std where several seeds ran; dashed: "
+                      "the best reference, where it ran.", ""]
         if target in fusion:
             plot_fusion(fusion[target], target, figures / f"fusion_{target}.png")
             parts += [f"![domain contributions per layer, {target}](results/fusion_{target}.png)", "",

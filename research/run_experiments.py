@@ -5,10 +5,11 @@
     python -m research.run_experiments --config research/configs/tools.json --target Tools --only E2,E3
     python -m research.run_experiments --config research/configs/tools.json --verify
 
-E1: LoRA per domain on its own train users (the source adapters and the target-LoRA baseline). E2: X-Cross on each
-target from the other domains' E1 adapters. E3: X-Cross and target LoRA on fractions of the target train users.
-E4: the source adapters zero-shot, a head on the frozen base, a head on the merged source adapters, and PEFT X-LoRA
-(recorded as not applicable, with the reason). A run with a record is skipped; rerunning a stopped one resumes it.
+E1: LoRA per domain on its own train users (the source adapters and the target-LoRA baseline; with `sources_seed`
+the sources once, at that seed, for every seed). E2: X-Cross on each target from the other domains' E1 adapters. E3:
+X-Cross and target LoRA on fractions of the target train users. E4: the source adapters zero-shot, a head on the
+frozen base, a head on the merged source adapters, and PEFT X-LoRA (recorded as not applicable, with the reason). E5:
+the references that need no training. A run with a record is skipped; rerunning a stopped one resumes it.
 Two runners given disjoint `--runs` share the cores (OMP_NUM_THREADS=1 each on two cores). `--verify` compares
 the metrics files of runs repeated from their recorded commands with the records. Then
 `python -m research.report --config ...` writes research/results.md.

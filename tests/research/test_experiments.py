@@ -26,6 +26,21 @@ def _config(tmp_path: Path, data_dir="data", backbone="tiny", **overrides) -> Ex
     return ExperimentConfig.load(path)
 
 
+def _finish(args: list[str], **metrics) -> int:
+    """A launcher that runs nothing: it leaves the metrics file of a finished run in the command's --output-dir."""
+    output = Path(args[args.index("--output-dir") + 1])
+    output.mkdir(parents=True)
+    (output / "metrics.json").write_text(json.dumps({**dict.fromkeys(METRIC_KEYS, 0.5), "num_users": 6,
+                                                     "trainable_parameters": 10, "settings": {}, **metrics}))
+    return 0
+
+
+def _record(model: str, mrr: float, seed: int, fraction: float = 1.0, **extra) -> dict:
+    """A finished run's record on Tools as the report reads it."""
+    return {"model": model, "target": "Tools", "sources": ["Toys", "Sports"], "fraction": fraction, "seed": seed,
+            "status": "done", "metrics": dict.fromkeys(METRIC_KEYS, mrr), "trainable_parameters": 0, **extra}
+
+
 def test_config_expands_to_e1_to_e5_for_every_seed(tmp_path):
     config = _config(tmp_path, seeds=[1, 2])
     runs = {run.run_id: run for run in plan_runs(config)}
@@ -76,6 +91,99 @@ def test_optional_scale_keys_reach_every_training_command_only(tmp_path):
             assert run.args[run.args.index("--train-positions") + 1] == "all"
 
 
+def test_old_scale_keeps_its_command_lines(tmp_path):
+    """The training length and batches stand where they always did, so earlier grids' commands still match."""
+    run = {run.run_id: run for run in plan_runs(_config(tmp_path, seeds=[1]))}["E3_lora_Tools_50pct_seed1"]
+    assert run.args == ["train-adapter", "--data-dir", "data", "--max-eval-users", "6", "--val-users", "4",
+                        "--eval-batch-size", "3", "--max-length", "48", "--output-dir",
+                        str(tmp_path / "runs/seed1/lora-Tools-50pct"), "--seed", "1", "--backbone", "tiny",
+                        "--max-train-users", "8", "--epochs", "1", "--batch-size", "4", "--train-negatives", "3",
+                        "--patience", "2", "--learning-rate", "0.0005", "--domain", "Tools"]
+
+
+FULL_SCALE = dict(backbone="tiny", max_length=48, train_users="all", val_users=4, test_users=6, eval_batch_size=3,
+                  patience=2)
+
+
+def test_all_train_users_and_the_cli_defaults(tmp_path, data_dir):
+    config = _config(tmp_path, data_dir, scale={**FULL_SCALE, "negatives": "in-batch-logq"})
+    runs = {run.run_id: run for run in plan_runs(config)}
+    # The synthetic Tools has 40 train users: 36 after the 4 validation users, 18 of them at 50%.
+    for run_id in ("E3_xcross_Tools_50pct_seed0", "E3_lora_Tools_50pct_seed0", "E5_popularity_Tools_50pct_seed0"):
+        assert runs[run_id].args[runs[run_id].args.index("--max-train-users") + 1] == "18", run_id
+    for run in runs.values():
+        assert ("--max-train-users" in run.args) == (run.fraction < 1), run.run_id
+        assert not {"--epochs", "--batch-size", "--train-negatives"} & set(run.args), run.run_id
+        training = run.args[:1] in (["train"], ["train-adapter"], ["train-head"])
+        assert training == ("--negatives" in run.args), run.run_id
+        if training:
+            assert run.args[run.args.index("--negatives") + 1] == "in-batch-logq"
+    best = runs["E5_best-reference_Tools_seed0"]
+    assert best.args[:3] == ["baseline", "--method", "best-reference"] and best.fraction == 1.0
+    assert best.metrics_file == str(tmp_path / "runs/seed0/best-reference-Tools/metrics.json")
+    assert not any(run.model == "best-reference" for run in plan_runs(_config(tmp_path))), \
+        "a fixed number of train users gets no best reference (it counts all of them)"
+    with pytest.raises(ConfigError, match='train_users "all" .*nowhere/Tools'):
+        plan_runs(_config(tmp_path, tmp_path / "nowhere", scale=FULL_SCALE))
+    for wrong in ("some", 0, True):
+        with pytest.raises(ConfigError, match=r"scale.train_users must be a positive number of users or \"all\""):
+            _config(tmp_path, scale={**FULL_SCALE, "train_users": wrong})
+
+
+def test_shared_sources_are_trained_once_and_read_by_every_seed(tmp_path):
+    config = _config(tmp_path, seeds=[42, 43], sources_seed=42,
+                     targets={"Tools": ["Toys", "Sports"], "Toys": ["Sports", "Tools"]})
+    runs = plan_runs(config)
+    by_id = {run.run_id: run for run in runs}
+    assert [run.run_id for run in runs if run.experiment == "E1"] == [
+        "E1_lora_Sports_seed42", "E1_lora_Tools_seed42", "E1_lora_Toys_seed42",  # the sources, and seed 42's targets
+        "E1_lora_Tools_seed43", "E1_lora_Toys_seed43"]  # seed 43's target LoRAs
+    shared = [str(tmp_path / "runs/seed42/lora-Toys"), str(tmp_path / "runs/seed42/lora-Sports")]
+    for run_id in ("E2_xcross_Tools_seed43", "E3_xcross_Tools_50pct_seed43"):
+        args = by_id[run_id].args
+        assert args[args.index("--sources") + 1:args.index("--beta")] == shared
+        assert by_id[run_id].needs == [f"{source}/metrics.json" for source in shared]
+        assert args[args.index("--output-dir") + 1].startswith(str(tmp_path / "runs/seed43/xcross-Tools"))
+    merged = by_id["E4_merged-sources_Tools_seed43"].args
+    assert merged[merged.index("--merge-sources") + 1:] == shared
+    # `xcross evaluate` writes into the adapter's folder: one zero-shot scoring per source and target.
+    assert {run.seed for run in runs if run.model == "zero-shot"} == {42}
+    outputs = [run.metrics_file for run in runs if run.args]
+    assert len(set(outputs)) == len(outputs) and len(set(by_id)) == len(runs)
+    assert [run.run_id for run in select_runs(runs, config, ["E1", "E2"], "Tools", [43])] == [
+        "E1_lora_Sports_seed42", "E1_lora_Toys_seed42", "E1_lora_Tools_seed43", "E2_xcross_Tools_seed43"]
+    assert [run.run_id for run in select_runs(runs, config, ["E1"], seeds=[43])] == [
+        "E1_lora_Sports_seed42", "E1_lora_Tools_seed42", "E1_lora_Toys_seed42", "E1_lora_Tools_seed43",
+        "E1_lora_Toys_seed43"]
+    with pytest.raises(ConfigError, match="sources_seed 7 must be one of seeds"):
+        _config(tmp_path, sources_seed=7)
+
+
+def test_fraction_seeds_name_the_seeds_of_a_smaller_fraction(tmp_path):
+    config = _config(tmp_path, seeds=[42, 43], fractions=[0.1, 0.25, 1.0], fraction_seeds={"0.1": [42]})
+    planned = {(run.model, run.fraction, run.seed) for run in plan_runs(config) if run.fraction < 1}
+    assert planned == {(model, fraction, seed) for model in ("xcross", "lora", "popularity")
+                       for fraction, seed in ((0.1, 42), (0.25, 42), (0.25, 43))}
+    assert {run.seed for run in plan_runs(config) if run.experiment == "E2"} == {42, 43}
+
+
+@pytest.mark.parametrize("fraction_seeds, message", [
+    ({"0.5": [42]}, "key '0.5' must be one of fractions"), ({"1.0": [42]}, "key '1.0' must be one of fractions"),
+    ({"ten": [42]}, "key 'ten' must be one of fractions"), ({"0.1": [7]}, r"fraction_seeds\['0.1'\] must be"),
+    ({"0.1": []}, r"fraction_seeds\['0.1'\] must be a non-empty list")])
+def test_wrong_fraction_seeds_are_refused(tmp_path, fraction_seeds, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, seeds=[42], fractions=[0.1, 1.0], fraction_seeds=fraction_seeds)
+
+
+def test_a_best_reference_record_names_the_chosen_reference(tmp_path):
+    config = _config(tmp_path, scale=FULL_SCALE, fractions=[1.0])
+    run = next(run for run in plan_runs(config) if run.model == "best-reference")
+    chosen = {"description": "popularity, half-life 0.25", "test": {}}
+    assert execute([run], config, launcher=lambda args: _finish(args, best_reference=chosen)) == 0
+    assert json.loads(record_path(config.records_dir, run).read_text())["reference"] == "popularity, half-life 0.25"
+
+
 def test_selection_by_experiment_target_and_seed(tmp_path):
     config = _config(tmp_path, seeds=[1, 2], targets={"Tools": ["Toys", "Sports"], "Toys": ["Sports", "Tools"]})
     runs = plan_runs(config)
@@ -111,11 +219,7 @@ def test_dry_run_runs_nothing_and_recorded_runs_are_skipped(tmp_path, capsys):
 
     def fake_launch(args):
         launched.append(args)
-        output = Path(args[args.index("--output-dir") + 1])
-        output.mkdir(parents=True)
-        (output / "metrics.json").write_text(json.dumps({**dict.fromkeys(METRIC_KEYS, 0.5), "num_users": 6,
-                                                         "trainable_parameters": 10, "settings": {}}))
-        return 0
+        return _finish(args)
 
     record_path(config.records_dir, runs[0]).parent.mkdir(parents=True)
     record_path(config.records_dir, runs[0]).write_text("{}")
@@ -204,16 +308,8 @@ def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path
     runs = plan_runs(config)
     assert all("--full-ranking" in run.args for run in runs if run.args)
     ranking = {"recall@10": 0.5, "ndcg@10": 0.25, "mrr": 0.2, "users": 6}
-
-    def fake_launch(args):
-        output = Path(args[args.index("--output-dir") + 1])
-        output.mkdir(parents=True)
-        (output / "metrics.json").write_text(json.dumps({**dict.fromkeys(METRIC_KEYS, 0.5), "num_users": 6,
-                                                         "full_ranking": ranking, "settings": {}}))
-        return 0
-
     run = select_runs(runs, config, ["E1"])[0]
-    assert execute([run], config, launcher=fake_launch) == 0
+    assert execute([run], config, launcher=lambda args: _finish(args, full_ranking=ranking)) == 0
     record = json.loads(record_path(config.records_dir, run).read_text())
     assert record["full_ranking"] == ranking
     # Two models: sampled MRR puts LoRA first, full ranking popularity.
@@ -234,10 +330,7 @@ def test_full_ranking_goes_from_the_scale_to_the_records_and_the_report(tmp_path
 def test_bars_and_training_gains_are_read_from_the_records():
     from research.results_report import bars_table, training_gain_table
 
-    def record(model, mrr, seed, fraction=1.0, **extra):
-        return {"model": model, "target": "Tools", "sources": ["Toys", "Sports"], "fraction": fraction, "seed": seed,
-                "status": "done", "metrics": {"mrr": mrr}, **extra}
-
+    record = _record
     records = [record("xcross", 0.30, 0, starting_validation_mrr=0.25, best_validation_mrr=0.27,
                       kept_starting_point=False),
                record("xcross", 0.32, 1, starting_validation_mrr=0.25, best_validation_mrr=0.24,
@@ -255,11 +348,100 @@ def test_bars_and_training_gains_are_read_from_the_records():
     assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "research" / "configs").glob("*.json")),
-                         ids=lambda path: path.stem)
+def _full_scale_records() -> list[dict]:
+    """Tools at the full-scale grid's fractions: seeds 42-44 at 25% and 100%, seed 42 alone at 10% and 50%."""
+    mrrs = {"lora": {0.1: [0.20], 0.25: [0.25, 0.26, 0.27], 0.5: [0.28], 1.0: [0.30, 0.32, 0.34]},
+            "xcross": {0.1: [0.22], 0.25: [0.27, 0.28, 0.29], 0.5: [0.30], 1.0: [0.31, 0.33, 0.35]},
+            "best-reference": {1.0: [0.26, 0.27, 0.28]}, "similarity": {1.0: [0.40]}}
+    return [_record(model, mrr, seed, fraction) for model, curve in mrrs.items()
+            for fraction, seed_mrrs in curve.items() for seed, mrr in zip((42, 43, 44), seed_mrrs)]
+
+
+def test_bars_compare_to_the_best_reference_where_it_ran():
+    from research.results_report import bars_table, target_table
+
+    records = _full_scale_records()
+    bars = bars_table(records, ["Tools"], {"beta": 1.0, "gamma": 1.0})
+    # X-Cross 0.33 and LoRA 0.32 against the best reference 0.27 (not the untrained similarity's 0.40); at 25%
+    # X-Cross 0.28 against LoRA 0.26 there and 0.32 on all.
+    assert ("| Tools | 3 | 0.3300 | best-reference 0.2700 | +0.0600 yes | 0.3200 | +0.0100 yes | 0.2800 | "
+            "-0.0400 **no** | +0.0500 yes | 0.2600 | +0.0200 yes |") in bars
+    for record in records:
+        if record["model"] == "best-reference":
+            record["reference"] = f"popularity, seed {record['seed']}'s choice"
+    table = target_table(records, "Tools")
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ")][1:]  # below the header
+    assert rows == ["| X-Cross (Toys+Sports; β=1, γ=1)", "| LoRA on Tools (E1)",
+                    "| Best reference, chosen on validation users (E5)", "| Untrained backbone similarity (E5)"]
+    assert "| Best reference, chosen on validation users (E5) | 3 | 0.2700 ± 0.0100 |" in table
+    assert ("- Best reference, chosen on validation users (E5): seed 42: popularity, seed 42's choice; seed 43: "
+            "popularity, seed 43's choice; seed 44: popularity, seed 44's choice.") in table
+
+
+def test_data_efficiency_plots_means_over_the_seeds_of_each_fraction(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib (pip install -e '.[experiments]')")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.results_report import curve_points, data_efficiency, draw_data_efficiency, plot_data_efficiency
+
+    records = _full_scale_records()
+    points = curve_points(data_efficiency(records, "Tools")["LoRA on Tools (E1)"])
+    assert [(fraction, seeds) for fraction, _, _, seeds in points] == [(0.1, 1), (0.25, 3), (0.5, 1), (1.0, 3)]
+    assert [mean for _, mean, _, _ in points] == pytest.approx([0.20, 0.26, 0.28, 0.32])
+    assert [std for _, _, std, _ in points] == pytest.approx([0.0, 0.01, 0.0, 0.02])
+
+    figure, axes = plt.subplots()
+    assert draw_data_efficiency(axes, records, "Tools")
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert set(lines) >= {"LoRA on Tools (E1)", "X-Cross (Toys+Sports; β=1, γ=1)", "best reference (3 seeds)"}
+    assert list(lines["X-Cross (Toys+Sports; β=1, γ=1)"].get_xdata()) == pytest.approx([10, 25, 50, 100])
+    assert list(lines["X-Cross (Toys+Sports; β=1, γ=1)"].get_ydata()) == pytest.approx([0.22, 0.28, 0.30, 0.33])
+    assert list(lines["best reference (3 seeds)"].get_ydata()) == pytest.approx([0.27, 0.27])
+    # Spread bars only where several seeds ran: at 25% and 100%, for both curves.
+    bars = [[segment[0][0] for segment in container.lines[2][0].get_segments()] for container in axes.containers]
+    assert bars == [pytest.approx([25, 100])] * 2
+    plt.close(figure)
+    assert plot_data_efficiency(records, "Tools", tmp_path / "tools.png") and (tmp_path / "tools.png").stat().st_size
+    assert not plot_data_efficiency(records, "Sports", tmp_path / "sports.png")
+    assert not (tmp_path / "sports.png").exists()
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "research" / "configs"
+
+
+def _committed_configs() -> list:
+    """The configs, those with fractions of "all" train users marked `data` (the shared Amazon data counts them)."""
+    return [pytest.param(path, id=path.stem,
+                         marks=[pytest.mark.data] if json.loads(path.read_text())["scale"]["train_users"] == "all" else [])
+            for path in sorted(CONFIGS.glob("*.json"))]
+
+
+@pytest.mark.parametrize("path", _committed_configs())
 def test_committed_configs_load_and_plan_their_grid(path):
-    """Every config a script or the README names loads (no missing or unknown field) and plans E1-E5 for each seed."""
+    """Every config a script or the README names loads (no missing or unknown field) and plans E1-E5 for each seed,
+    no two runs sharing an id or an output."""
     config = ExperimentConfig.load(path)
     runs = plan_runs(config)
     assert {run.experiment for run in runs} == {"E1", "E2", "E3", "E4", "E5"}
     assert {run.seed for run in runs} == set(config.seeds)
+    assert len({run.run_id for run in runs}) == len(runs)
+    outputs = [run.metrics_file for run in runs if run.args]
+    assert len(set(outputs)) == len(outputs)
+
+
+@pytest.mark.data
+def test_full_scale_grid_trains_on_all_users_with_shared_sources():
+    config = ExperimentConfig.load(CONFIGS / "full_scale.json")
+    runs = plan_runs(config)
+    ids = [run.run_id for run in runs]
+    assert ids[:3] == ["E1_lora_Sports_seed42", "E1_lora_Tools_seed42", "E1_lora_Toys_seed42"]
+    assert {run.seed for run in runs if run.fraction in (0.1, 0.5)} == {42}
+    assert {run.seed for run in runs if run.fraction == 0.25} == {42, 43, 44}
+    assert {(run.target, run.seed) for run in runs if run.model == "best-reference"} == {
+        (target, seed) for target in ("Tools", "Sports", "Toys") for seed in (42, 43, 44)}
+    for run in runs:
+        assert ("--max-train-users" in run.args) == (run.fraction < 1), run.run_id
+        assert not {"--epochs", "--batch-size", "--train-negatives", "--negatives"} & set(run.args), run.run_id
+        if run.model == "xcross":
+            assert all("runs/full_scale/seed42/lora-" in path for path in run.needs), run.run_id
