@@ -334,6 +334,7 @@ def make_record(run: Run, config: ExperimentConfig, wall_time_s: float | None) -
                   best_validation_mrr=metrics.get("best_validation_mrr"),
                   starting_validation_mrr=metrics.get("starting_validation_mrr"),
                   kept_starting_point=metrics.get("kept_starting_point"),
+                  starting_test_mrr=metrics.get("starting_test", {}).get("mrr"),  # the untrained start, same lists
                   trainable_parameters=metrics.get("trainable_parameters", 0),  # zero-shot: nothing trained
                   wall_time_s=metrics.get("wall_time_s", wall_time_s), run_settings=metrics.get("settings"),
                   metrics_file=run.metrics_file,

@@ -153,7 +153,8 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
 
 def training_gain_table(records: list[dict], target: str) -> str | None:
     """Validation MRR of each trained model on `target` before its first step and at its best checkpoint (means over
-    seeds), and how many runs returned their untrained start (no checkpoint beat it); None when no record has it."""
+    seeds), test MRR of the untrained start beside the returned model's where the runs scored it, and how many runs
+    returned their untrained start (no checkpoint beat it); None when no record has it."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for record in records:
         if record["target"] == target and record.get("starting_validation_mrr") is not None:
@@ -161,14 +162,19 @@ def training_gain_table(records: list[dict], target: str) -> str | None:
             groups[row_label(record) + percent].append(record)
     if not groups:
         return None
-    lines = ["| Model | Seeds | validation MRR untrained | best trained checkpoint | gain | runs that kept the start |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| Model | Seeds | validation MRR untrained | best trained checkpoint | gain | test MRR untrained | "
+             "test MRR returned | runs that kept the start |", "|---|---|---|---|---|---|---|---|"]
     for label in sorted(groups, key=lambda label: (TABLE_ORDER.index(groups[label][0]["model"]), label)):
         done = groups[label]
         start = statistics.mean(record["starting_validation_mrr"] for record in done)
         best = statistics.mean(record["best_validation_mrr"] for record in done)
         kept = sum(bool(record.get("kept_starting_point")) for record in done)
-        lines.append(f"| {label} | {len(done)} | {start:.4f} | {best:.4f} | {best - start:+.4f} | {kept} of "
+        if all(record.get("starting_test_mrr") is not None for record in done):  # runs from before it: "–"
+            test = (f"{statistics.mean(record['starting_test_mrr'] for record in done):.4f} | "
+                    f"{statistics.mean(record['metrics']['mrr'] for record in done):.4f}")
+        else:
+            test = "– | –"
+        lines.append(f"| {label} | {len(done)} | {start:.4f} | {best:.4f} | {best - start:+.4f} | {test} | {kept} of "
                      f"{len(done)} |")
     return "\n".join(lines)
 

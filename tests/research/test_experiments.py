@@ -332,9 +332,9 @@ def test_bars_and_training_gains_are_read_from_the_records():
 
     record = _record
     records = [record("xcross", 0.30, 0, starting_validation_mrr=0.25, best_validation_mrr=0.27,
-                      kept_starting_point=False),
+                      kept_starting_point=False, starting_test_mrr=0.28),
                record("xcross", 0.32, 1, starting_validation_mrr=0.25, best_validation_mrr=0.24,
-                      kept_starting_point=True),
+                      kept_starting_point=True, starting_test_mrr=0.32),
                record("xcross", 0.24, 0, 0.25), record("lora", 0.26, 0), record("lora", 0.28, 1),
                record("popularity", 0.20, 0), record("similarity", 0.29, 0), record("similarity", 0.27, 1)]
     bars = bars_table(records, ["Tools", "Sports"], {"beta": 1.0, "gamma": 1.0})
@@ -343,7 +343,10 @@ def test_bars_and_training_gains_are_read_from_the_records():
         in bars
     assert "Sports" not in bars, "a target without records gets no row"
     gains = training_gain_table(records, "Tools")
-    assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 | 0.2500 | 0.2550 | +0.0050 | 1 of 2 |" in gains
+    assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 | 0.2500 | 0.2550 | +0.0050 | 0.3000 | 0.3100 | 1 of 2 |" in gains
+    del records[0]["starting_test_mrr"]  # a record from before runs scored their start on test
+    assert "| X-Cross (Toys+Sports; β=1, γ=1) | 2 | 0.2500 | 0.2550 | +0.0050 | – | – | 1 of 2 |" in \
+        training_gain_table(records, "Tools")
     assert "LoRA" not in gains, "runs without a recorded start get no row"
     assert bars_table(records[3:], ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
 
