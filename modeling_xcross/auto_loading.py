@@ -42,15 +42,18 @@ def load_popularity(directory: Path) -> Counter:
     return checked_popularity(read_json(path), str(path), "copy the file from the run's output directory")
 
 
-def checked_popularity(counts: Mapping, source: str = "popularity", fix: str = "pass {title: count}") -> Counter:
-    """`counts` as a Counter, refused at the first count that is not a finite, non-negative integer (a negative or
-    NaN count would skew the prior silently); `source` and `fix` make the message."""
+def checked_popularity(counts: Mapping, source: str = "popularity", fix: str = "pass {title: count}",
+                       whole: bool = True) -> Counter:
+    """`counts` as a Counter, refused at the first count that is not a finite, non-negative number (a negative or NaN
+    count would skew the prior silently), nor, with `whole` (a saved counts file), a whole number; without it a count
+    may be weighted (the best reference's recency-weighted counts). `source` and `fix` make the message."""
+    kind = "integer" if whole else "number"
     for title, count in counts.items():
         if (isinstance(count, bool) or not isinstance(count, int | float) or not math.isfinite(count) or count < 0
-                or count != int(count)):
-            raise ModelDirError(f"{source}: the count of {title!r} is {count!r}, not a finite, non-negative integer (a "
+                or (whole and count != int(count))):
+            raise ModelDirError(f"{source}: the count of {title!r} is {count!r}, not a finite, non-negative {kind} (a "
                                 f"title's count in the train histories); {fix}.")
-    return Counter({title: int(count) for title, count in counts.items()})
+    return Counter({title: int(count) if whole else float(count) for title, count in counts.items()})
 
 
 def model_backbone(model) -> str:

@@ -330,7 +330,7 @@ class CatalogueRanker:
         self.item_popularity = self._item_popularity(popularity)
         self.search = ItemSearch(self.retriever.head, self.items, self.item_popularity, index)
 
-    def _item_popularity(self, popularity: Mapping[str, int] | None) -> torch.Tensor | None:
+    def _item_popularity(self, popularity: Mapping[str, float] | None) -> torch.Tensor | None:
         """`(items,)` counts for a retriever with a popularity prior: `popularity`, else the item_popularity.json
         saved beside it; titles it lacks count 0."""
         if getattr(self.retriever.config, "popularity_weight", None) is None:
@@ -343,7 +343,7 @@ class CatalogueRanker:
                                      "holds item_popularity.json).")
             popularity = load_popularity(directory)
         else:
-            popularity = checked_popularity(popularity)
+            popularity = checked_popularity(popularity, whole=False)
         return torch.tensor([popularity.get(title, 0) for title in self.catalogue.titles], dtype=torch.float32,
                             device=self.items.device)
 

@@ -191,8 +191,24 @@ def test_bad_popularity_counts_stop_the_command(model_dir, data_dir, capsys, cou
 
 def test_bad_popularity_counts_passed_to_the_api_are_refused(tiny_backbone):
     model = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32, popularity_weight=1.0)
-    with pytest.raises(ValueError, match="popularity: the count of 'tent' is -1, not a finite, non-negative integer"):
+    with pytest.raises(ValueError, match="popularity: the count of 'tent' is -1, not a finite, non-negative number"):
         model.recommend([["kite"]], CATALOGUE, popularity={"kite": 2, "tent": -1})
+    with pytest.raises(ValueError, match="the count of 'tent' is nan, not a finite"):
+        model.recommend([["kite"]], CATALOGUE, popularity={"kite": 2, "tent": float("nan")})
+
+
+def test_weighted_popularity_counts_are_taken_by_the_api(tiny_backbone):
+    """The prior reads w * log(1 + count): a weighted count (recency-weighted, as the best reference counts) is
+    a count too, and 2.5 ranks between 2 and 3."""
+    model = LoraRecommender.create(str(tiny_backbone), scoring="dual", max_length=32, popularity_weight=1.0)
+    catalogue = {1: "kite", 2: "tent", 3: "drill"}
+
+    def score_of(counts, item):
+        [items] = model.recommend([["saw blade"]], catalogue, top_k=3, popularity=counts)
+        return next(entry.score for entry in items if entry.item_id == item)
+
+    low, weighted, high = (score_of({"kite": 1, "tent": 1, "drill": count}, 3) for count in (2, 2.5, 3))
+    assert low < weighted < high
 
 
 def _interrupt_encoding(monkeypatch):

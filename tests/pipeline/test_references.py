@@ -133,6 +133,7 @@ def test_best_reference_run_is_scored_on_the_models_lists_and_named_by_compare(d
 @pytest.mark.parametrize("best", [
     {"name": "recency popularity", "settings": {"recency_half_life": 0.5}},
     {"name": "similarity + prior", "settings": {"prior_weight": 1.0, "recency_half_life": None}},
+    {"name": "similarity + prior", "settings": {"prior_weight": 1.0, "recency_half_life": 0.5}},  # weighted counts
 ])
 def test_best_reference_ranks_the_whole_catalogue(data_dir, tiny_backbone, best):
     from modeling_xcross.pipeline.baselines import best_reference_full_ranking
