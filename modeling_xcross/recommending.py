@@ -26,7 +26,7 @@ class CatalogueRecommendationMixin:
     def recommend(self, histories: Sequence[Sequence], catalogue: Mapping | Sequence[str], top_k: int = 10,
                   exclude_history: bool = True, *, rerank_top: int = 100, first_stage=None,
                   cache_dir: str | os.PathLike | None = None, batch_size: int = 64,
-                  popularity: Mapping[str, int] | None = None, index: str = "auto") -> list[list]:
+                  popularity: Mapping[str, float] | None = None, index: str = "auto") -> list[list]:
         """The `top_k` items of `catalogue` for each history, best first.
 
         Args:

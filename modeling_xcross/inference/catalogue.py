@@ -306,7 +306,7 @@ class CatalogueRanker:
 
     def __init__(self, model, catalogue, *, collator=None, rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None,
                  cache_dir: str | os.PathLike | None = None, batch_size: int = ENCODE_BATCH_SIZE,
-                 popularity: Mapping[str, int] | None = None, index: str = "auto"):
+                 popularity: Mapping[str, float] | None = None, index: str = "auto"):
         if isinstance(rerank_top, bool) or not isinstance(rerank_top, int) or rerank_top < 1:
             raise CatalogueError(f"rerank_top must be a positive integer, got {rerank_top!r}.")
         self.model, self.catalogue = model.eval(), Catalogue.of(catalogue)
@@ -422,7 +422,7 @@ class CatalogueRanker:
 
 def recommend(model, histories: Sequence[Sequence], catalogue, top_k: int = 10, exclude_history: bool = True, *,
               rerank_top: int = DEFAULT_RERANK_TOP, first_stage=None, cache_dir: str | os.PathLike | None = None,
-              batch_size: int = ENCODE_BATCH_SIZE, popularity: Mapping[str, int] | None = None,
+              batch_size: int = ENCODE_BATCH_SIZE, popularity: Mapping[str, float] | None = None,
               index: str = "auto") -> list[list[RecommendedItem]]:
     """`model.recommend`: see `modeling_xcross.recommending.CatalogueRecommendationMixin.recommend`."""
     ranker = CatalogueRanker(model, catalogue, rerank_top=rerank_top, first_stage=first_stage, cache_dir=cache_dir,

@@ -81,7 +81,7 @@ def full_ranking_metrics(ranks: torch.Tensor) -> dict:
 
 def model_full_ranking(model, domain: DomainData, split: str, users: list[str], *, collator=None,
                        rerank_top: int = DEFAULT_RERANK_TOP, cache_dir: str | os.PathLike | None = None,
-                       popularity: Mapping[str, int] | None = None) -> dict:
+                       popularity: Mapping[str, float] | None = None) -> dict:
     """Full-ranking metrics of a model: each user's true next item ranked among every item of the domain outside
     its history (`collator`, `rerank_top`, `cache_dir` as for `CatalogueRanker`)."""
     ranker = CatalogueRanker(model, domain, collator=collator, rerank_top=rerank_top, cache_dir=cache_dir,
