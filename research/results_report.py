@@ -179,13 +179,17 @@ def training_gain_table(records: list[dict], target: str) -> str | None:
     return "\n".join(lines)
 
 
-def data_efficiency(records: list[dict], target: str) -> dict[str, dict[float, list[float]]]:
-    """{row label: {fraction: [MRR per seed]}} of every X-Cross setting, target LoRA and popularity on `target`."""
+def data_efficiency(records: list[dict], target: str,
+                    starts: bool = False) -> dict[str, dict[float, list[float]]]:
+    """{row label: {fraction: [MRR per seed]}} of every X-Cross setting, target LoRA and popularity on `target`;
+    with `starts`, the test MRR of the trained models' untrained starts instead (runs that scored it)."""
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if (record["target"] == target and record["model"] in ("xcross", "lora", "popularity")
                 and record["status"] == "done"):
-            curves[row_label(record)][record["fraction"]].append(record["metrics"]["mrr"])
+            mrr = record.get("starting_test_mrr") if starts else record["metrics"]["mrr"]
+            if mrr is not None:
+                curves[row_label(record)][record["fraction"]].append(mrr)
     return curves
 
 
@@ -203,6 +207,7 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
     curves = data_efficiency(records, target)
     if not curves:
         return False
+    starts = data_efficiency(records, target, starts=True)
     for label in sorted(curves):
         fractions, means, stds, seeds = zip(*curve_points(curves[label]))
         x = [100 * fraction for fraction in fractions]
@@ -211,10 +216,15 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
         if spread:
             axes.errorbar([x[i] for i in spread], [means[i] for i in spread], yerr=[stds[i] for i in spread],
                           fmt="none", ecolor=line.get_color(), capsize=3)
+        if label in starts:
+            start_fractions, start_means, _, _ = zip(*curve_points(starts[label]))
+            axes.plot([100 * fraction for fraction in start_fractions], start_means, marker="o", linestyle=":",
+                      markerfacecolor="none", color=line.get_color(), label=f"{label}, untrained start")
     reference = _seed_mrrs(records, target, BEST_REFERENCE)
     if reference:
         level = statistics.mean(reference)
-        axes.axhline(level, color="black", linestyle="--", label=f"best reference ({len(reference)} seeds)")
+        seeds_run = f"{len(reference)} seed{'s' if len(reference) > 1 else ''}"
+        axes.axhline(level, color="black", linestyle="--", label=f"best reference ({seeds_run})")
         if len(reference) > 1:
             std = statistics.stdev(reference)
             axes.axhspan(level - std, level + std, color="black", alpha=0.1)

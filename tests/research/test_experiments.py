@@ -410,6 +410,27 @@ def test_data_efficiency_plots_means_over_the_seeds_of_each_fraction(tmp_path):
     assert not (tmp_path / "sports.png").exists()
 
 
+def test_data_efficiency_plot_shows_the_untrained_start_where_runs_scored_it():
+    matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib (pip install -e '.[experiments]')")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.results_report import draw_data_efficiency
+
+    records = [_record("lora", 0.30, 42, 1.0, starting_test_mrr=0.27), _record("lora", 0.26, 42, 0.25),
+               _record("xcross", 0.28, 42, 0.25, starting_test_mrr=0.28), _record("best-reference", 0.29, 42)]
+    figure, axes = plt.subplots()
+    assert draw_data_efficiency(axes, records, "Tools")
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    # Only the fractions whose run scored its start: LoRA's at 100%, X-Cross's at 25%.
+    assert list(lines["LoRA on Tools (E1), untrained start"].get_xdata()) == pytest.approx([100])
+    assert list(lines["LoRA on Tools (E1), untrained start"].get_ydata()) == pytest.approx([0.27])
+    assert list(lines["X-Cross (Toys+Sports; β=1, γ=1), untrained start"].get_ydata()) == pytest.approx([0.28])
+    assert lines["LoRA on Tools (E1), untrained start"].get_color() == lines["LoRA on Tools (E1)"].get_color()
+    assert "best reference (1 seed)" in lines
+    plt.close(figure)
+
+
 CONFIGS = Path(__file__).resolve().parents[2] / "research" / "configs"
 
 
