@@ -231,7 +231,7 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
     ticks = sorted({fraction for curve in curves.values() for fraction in curve})
     axes.set_xticks([100 * fraction for fraction in ticks], [f"{fraction:.0%}" for fraction in ticks])
     axes.set(xlabel=f"% of {target} train users", ylabel="test MRR", title=f"Data efficiency on {target}")
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return True
 
 
@@ -242,11 +242,11 @@ def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(figsize=(9, 4))
     drawn = draw_data_efficiency(axes, records, target)
     if drawn:
         figure.tight_layout()
-        figure.savefig(path, dpi=120)
+        figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return drawn
 
@@ -312,8 +312,9 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
                       ""]
         if plot_data_efficiency(records, target, figures / f"data_efficiency_{target}.png"):
             parts += [f"![data efficiency on {target}](results/data_efficiency_{target}.png)", "",
-                      "Means over the seeds run at each fraction; bars: sample std where several seeds ran; dashed: "
-                      "the best reference, where it ran.", ""]
+                      "Means over the seeds run at each fraction; bars: sample std where several seeds ran; dotted, "
+                      "hollow: the same runs' untrained start, where they scored it; dashed: the best reference, "
+                      "where it ran.", ""]
         if target in fusion:
             plot_fusion(fusion[target], target, figures / f"fusion_{target}.png")
             parts += [f"![domain contributions per layer, {target}](results/fusion_{target}.png)", "",
