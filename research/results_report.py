@@ -103,11 +103,11 @@ def full_ranking_table(records: list[dict], target: str) -> str | None:
 
 
 def _seed_mrrs(records: list[dict], target: str, model: str, fraction: float = 1.0,
-               refine: dict[str, float] | None = None) -> list[float]:
-    """Test MRR per seed of one model on `target` (X-Cross: of one refine setting)."""
-    return [record["metrics"]["mrr"] for record in records
+               refine: dict[str, float] | None = None) -> dict[int, float]:
+    """Test MRR by seed of one model on `target` (X-Cross: of one refine setting)."""
+    return {record["seed"]: record["metrics"]["mrr"] for record in records
             if record["target"] == target and record["model"] == model and record["fraction"] == fraction
-            and record["status"] == "done" and (refine is None or refine_of(record) == refine)]
+            and record["status"] == "done" and (refine is None or refine_of(record) == refine)}
 
 
 def bars_table(records: list[dict], targets: list[str], refine: dict[str, float], fraction: float = 0.25,
@@ -115,11 +115,10 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
     """Issues 12's and 27's bars per target, on means over seeds of test MRR: X-Cross and target LoRA (on all the
     train users) >= the reference + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
     users >= target LoRA on all and on `fraction`. The reference is the best reference where it ran (it counts all
-    train users), else the better simple reference (popularity, untrained similarity). None when no target has
-    X-Cross, LoRA and its reference."""
-    def mean(values: list[float]) -> str:
-        return f"{statistics.mean(values):.4f}" if values else "–"
-
+    train users), else the better simple reference (popularity, untrained similarity). Seeds are paired, so that a
+    grid still running compares like with like: a row reads the seeds where X-Cross, target LoRA and the reference
+    all ran, a gap is the mean difference over the seeds both its models ran, and a mean over fewer seeds says how
+    many. None when no target has X-Cross, LoRA and its reference on a common seed."""
     def verdict(gap: float | None, bar: float) -> str:
         return "–" if gap is None else f"{gap:+.4f} {'yes' if gap >= bar - 1e-9 else '**no**'}"  # float sums
 
@@ -137,17 +136,28 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
         references = (BEST_REFERENCE,) if runs[BEST_REFERENCE] else ("popularity", "similarity")
         if not all(runs[name] for name in ("xcross", "lora", *references)):
             continue
-        means = {name: statistics.mean(values) for name, values in runs.items() if values}
-        best = max(references, key=means.get)
+        best = max(references, key=lambda name: statistics.mean(runs[name].values()))
+        seeds = runs["xcross"].keys() & runs["lora"].keys() & runs[best].keys()
+        if not seeds:
+            continue
+        runs = {name: {seed: mrr for seed, mrr in by_seed.items() if seed in seeds} for name, by_seed in runs.items()}
+
+        def mean(name: str) -> str:
+            by_seed = runs[name]
+            if not by_seed:
+                return "–"
+            fewer = f" ({len(by_seed)} seed{'s' if len(by_seed) > 1 else ''})" if len(by_seed) < len(seeds) else ""
+            return f"{statistics.mean(by_seed.values()):.4f}{fewer}"
 
         def gap(model: str, other: str) -> float | None:
-            return means[model] - means[other] if model in means and other in means else None
+            paired = runs[model].keys() & runs[other].keys()
+            return statistics.mean(runs[model][seed] - runs[other][seed] for seed in paired) if paired else None
 
-        lines.append(f"| {target} | {len(runs['xcross'])} | {mean(runs['xcross'])} | {best} {mean(runs[best])} | "
-                     f"{verdict(gap('xcross', best), margin)} | {mean(runs['lora'])} | "
-                     f"{verdict(gap('xcross', 'lora'), 0)} | {mean(runs['small'])} | "
+        lines.append(f"| {target} | {len(seeds)} | {mean('xcross')} | {best} {mean(best)} | "
+                     f"{verdict(gap('xcross', best), margin)} | {mean('lora')} | "
+                     f"{verdict(gap('xcross', 'lora'), 0)} | {mean('small')} | "
                      f"{verdict(gap('small', 'lora'), 0)} | {verdict(gap('lora', best), margin)} | "
-                     f"{mean(runs['small lora'])} | {verdict(gap('small', 'small lora'), 0)} |")
+                     f"{mean('small lora')} | {verdict(gap('small', 'small lora'), 0)} |")
     return "\n".join(lines) if len(lines) > 2 else None
 
 
@@ -220,7 +230,7 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
             start_fractions, start_means, _, _ = zip(*curve_points(starts[label]))
             axes.plot([100 * fraction for fraction in start_fractions], start_means, marker="o", linestyle=":",
                       markerfacecolor="none", color=line.get_color(), label=f"{label}, untrained start")
-    reference = _seed_mrrs(records, target, BEST_REFERENCE)
+    reference = list(_seed_mrrs(records, target, BEST_REFERENCE).values())
     if reference:
         level = statistics.mean(reference)
         seeds_run = f"{len(reference)} seed{'s' if len(reference) > 1 else ''}"
@@ -245,7 +255,6 @@ def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
     figure, axes = plt.subplots(figsize=(9, 4))
     drawn = draw_data_efficiency(axes, records, target)
     if drawn:
-        figure.tight_layout()
         figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return drawn
