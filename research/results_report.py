@@ -305,9 +305,11 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
              "| Setting | Value |", "|---|---|", *[f"| {key} | {value} |" for key, value in scale.items()], ""]
     bars = bars_table(records, list(config.targets), config.xcross_refine[0])
     if bars:
-        parts += ["## The bars", "", "Means over seeds of test MRR, seeds paired (a row reads the seeds where X-Cross, target LoRA and the reference all ran; a mean over fewer says so); the reference is the best reference (E5 "
-                  "best-reference: chosen on validation users, counting all train users) where it ran, else the better "
-                  "of the two simple references (popularity, untrained similarity) per target.", "", bars, ""]
+        parts += ["## The bars", "", "Means over seeds of test MRR, seeds paired (a row reads the seeds where X-Cross, "
+                  "target LoRA and the reference all ran; a mean over fewer says so); the reference is the best "
+                  "reference (E5 best-reference: chosen on validation users, counting all train users) where it ran, "
+                  "else the better of the two simple references (popularity, untrained similarity) per target.",
+                  "", bars, ""]
     for target, sources in config.targets.items():
         parts += [f"## Target {target} (sources {', '.join(sources)})", "", target_table(records, target), ""]
         gains = training_gain_table(records, target)
