@@ -14,6 +14,7 @@ from modeling_xcross.pipeline.references import BEST_REFERENCE
 
 HONEST_READING = "<!-- honest-reading: written by hand; report.py keeps this section as it is -->"
 FULL_RANKING_KEYS = ("recall@10", "ndcg@10", "mrr")
+MARGIN = 0.03  # issue 27's bar: trained models at least this much test MRR above the best reference
 TABLE_ORDER = ("xcross", "lora", "zero-shot", "head", "merged-sources", "xlora", BEST_REFERENCE,
                "similarity-popularity", "similarity", "popularity", "random")
 
@@ -111,11 +112,12 @@ def _seed_mrrs(records: list[dict], target: str, model: str, fraction: float = 1
 
 
 def bars_table(records: list[dict], targets: list[str], refine: dict[str, float], fraction: float = 0.25,
-               margin: float = 0.03) -> str | None:
+               margin: float = MARGIN) -> str | None:
     """Issues 12's and 27's bars per target, on means over seeds of test MRR: X-Cross and target LoRA (on all the
     train users) >= the reference + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
     users >= target LoRA on all and on `fraction`. The reference is the best reference where it ran (it counts all
-    train users), else the better simple reference (popularity, untrained similarity). Seeds are paired, so that a
+    train users), else the better simple reference (popularity, untrained similarity) on the seeds both ran. Seeds
+    are paired, so that a
     grid still running compares like with like: a row reads the seeds where X-Cross, target LoRA and the reference
     all ran, a gap is the mean difference over the seeds both its models ran, and a mean over fewer seeds says how
     many. None when no target has X-Cross, LoRA and its reference on a common seed."""
@@ -133,13 +135,17 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
                 "small lora": _seed_mrrs(records, target, "lora", fraction),
                 **{name: _seed_mrrs(records, target, name)
                    for name in ("lora", BEST_REFERENCE, "popularity", "similarity")}}
-        references = (BEST_REFERENCE,) if runs[BEST_REFERENCE] else ("popularity", "similarity")
-        if not all(runs[name] for name in ("xcross", "lora", *references)):
+        trained = runs["xcross"].keys() & runs["lora"].keys()
+        candidates = (BEST_REFERENCE,) if runs[BEST_REFERENCE] else ("popularity", "similarity")
+        references = [name for name in candidates if trained & runs[name].keys()]
+        if not references:
             continue
-        best = max(references, key=lambda name: statistics.mean(runs[name].values()))
-        seeds = runs["xcross"].keys() & runs["lora"].keys() & runs[best].keys()
-        if not seeds:
-            continue
+        shared = trained.intersection(*(runs[name].keys() for name in references))
+        if shared:  # compared on the same lists
+            best = max(references, key=lambda name: statistics.mean(runs[name][seed] for seed in shared))
+        else:  # the simple references ran on different seeds: keep the one with more seeds in common
+            best = max(references, key=lambda name: len(trained & runs[name].keys()))
+        seeds = trained & runs[best].keys()
         runs = {name: {seed: mrr for seed, mrr in by_seed.items() if seed in seeds} for name, by_seed in runs.items()}
 
         def mean(name: str) -> str:
@@ -189,17 +195,21 @@ def training_gain_table(records: list[dict], target: str) -> str | None:
     return "\n".join(lines)
 
 
-def data_efficiency(records: list[dict], target: str,
-                    starts: bool = False) -> dict[str, dict[float, list[float]]]:
+def data_efficiency(records: list[dict], target: str, starts: bool = False,
+                    relative: bool = False) -> dict[str, dict[float, list[float]]]:
     """{row label: {fraction: [MRR per seed]}} of every X-Cross setting, target LoRA and popularity on `target`;
-    with `starts`, the test MRR of the trained models' untrained starts instead (runs that scored it)."""
+    with `starts`, the test MRR of the trained models' untrained starts instead (runs that scored it). With
+    `relative`, each MRR less the best reference's on the same seed's lists (seeds without it are left out): the test
+    lists differ per seed, and so does every model's level, so only paired gaps compare fractions run on different
+    seeds."""
+    reference = _seed_mrrs(records, target, BEST_REFERENCE) if relative else {}
     curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if (record["target"] == target and record["model"] in ("xcross", "lora", "popularity")
-                and record["status"] == "done"):
+                and record["status"] == "done" and (not relative or record["seed"] in reference)):
             mrr = record.get("starting_test_mrr") if starts else record["metrics"]["mrr"]
             if mrr is not None:
-                curves[row_label(record)][record["fraction"]].append(mrr)
+                curves[row_label(record)][record["fraction"]].append(mrr - reference.get(record["seed"], 0.0))
     return curves
 
 
@@ -210,14 +220,15 @@ def curve_points(curve: dict[float, list[float]]) -> list[tuple[float, float, fl
             for fraction, mrrs in sorted(curve.items())]
 
 
-def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
+def draw_data_efficiency(axes, records: list[dict], target: str, relative: bool = False) -> bool:
     """Draw MRR against the % of target train users on `axes`: a line through the means over seeds per model, bars of
     the seed spread where several seeds ran, and the best reference (mean over seeds at 100%) as a horizontal line
-    with its spread as a band. False when there is no curve to draw."""
-    curves = data_efficiency(records, target)
+    with its spread as a band. With `relative`, the gaps over the same seed's best reference instead, with the
+    reference at 0 and the +`MARGIN` bar. False when there is no curve to draw."""
+    curves = data_efficiency(records, target, relative=relative)
     if not curves:
         return False
-    starts = data_efficiency(records, target, starts=True)
+    starts = data_efficiency(records, target, starts=True, relative=relative)
     for label in sorted(curves):
         fractions, means, stds, seeds = zip(*curve_points(curves[label]))
         x = [100 * fraction for fraction in fractions]
@@ -231,7 +242,10 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
             axes.plot([100 * fraction for fraction in start_fractions], start_means, marker="o", linestyle=":",
                       markerfacecolor="none", color=line.get_color(), label=f"{label}, untrained start")
     reference = list(_seed_mrrs(records, target, BEST_REFERENCE).values())
-    if reference:
+    if relative:
+        axes.axhline(0.0, color="black", linestyle="--", label="best reference (same seed)")
+        axes.axhline(MARGIN, color="grey", linestyle="-.", label=f"the bar: best reference + {MARGIN:g}")
+    elif reference:
         level = statistics.mean(reference)
         seeds_run = f"{len(reference)} seed{'s' if len(reference) > 1 else ''}"
         axes.axhline(level, color="black", linestyle="--", label=f"best reference ({seeds_run})")
@@ -240,21 +254,29 @@ def draw_data_efficiency(axes, records: list[dict], target: str) -> bool:
             axes.axhspan(level - std, level + std, color="black", alpha=0.1)
     ticks = sorted({fraction for curve in curves.values() for fraction in curve})
     axes.set_xticks([100 * fraction for fraction in ticks], [f"{fraction:.0%}" for fraction in ticks])
-    axes.set(xlabel=f"% of {target} train users", ylabel="test MRR", title=f"Data efficiency on {target}")
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axes.set(xlabel=f"% of {target} train users",
+             ylabel="test MRR − best reference, same seed" if relative else "test MRR",
+             title=f"Over the best reference on {target}" if relative else f"Data efficiency on {target}")
     return True
 
 
 def plot_data_efficiency(records: list[dict], target: str, path: Path) -> bool:
-    """`draw_data_efficiency` into a PNG at `path`; False (and no file) when there is nothing to plot."""
+    """`draw_data_efficiency` into a PNG at `path`, the MRR on the left and, where the best reference ran, the gaps
+    over it on the right; False (and no file) when there is nothing to plot."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(9, 4))
-    drawn = draw_data_efficiency(axes, records, target)
+    relative = bool(data_efficiency(records, target, relative=True))
+    figure, panels = plt.subplots(1, 2 if relative else 1, figsize=(13 if relative else 7, 4.5), squeeze=False)
+    drawn = draw_data_efficiency(panels[0][0], records, target)
     if drawn:
+        if relative:
+            draw_data_efficiency(panels[0][1], records, target, relative=True)
+        legend = {label: handle for axes in panels[0] for handle, label in zip(*axes.get_legend_handles_labels())}
+        figure.legend(legend.values(), legend.keys(), fontsize="small", loc="upper center",
+                      bbox_to_anchor=(0.5, 0.0), ncol=3)
         figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return drawn
@@ -323,9 +345,11 @@ def build_report(config: ExperimentConfig, config_path: str, records: list[dict]
                       ""]
         if plot_data_efficiency(records, target, figures / f"data_efficiency_{target}.png"):
             parts += [f"![data efficiency on {target}](results/data_efficiency_{target}.png)", "",
-                      "Means over the seeds run at each fraction; bars: sample std where several seeds ran; dotted, "
-                      "hollow: the same runs' untrained start, where they scored it; dashed: the best reference, "
-                      "where it ran.", ""]
+                      "Left: means over the seeds run at each fraction; bars: sample std where several seeds ran; "
+                      "dotted, hollow: the same runs' untrained start, where they scored it; dashed: the best "
+                      "reference, where it ran. Right: each run's MRR less the best reference's on the same seed's "
+                      "test lists, averaged per fraction, so that fractions run on fewer seeds read on the same "
+                      f"footing; dash-dotted: the bar, +{MARGIN:g}.", ""]
         if target in fusion:
             plot_fusion(fusion[target], target, figures / f"fusion_{target}.png")
             parts += [f"![domain contributions per layer, {target}](results/fusion_{target}.png)", "",

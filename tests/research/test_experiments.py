@@ -367,6 +367,22 @@ def test_bars_pair_the_seeds_of_a_grid_still_running():
     assert bars_table(only_other_seeds, ["Tools"], {"beta": 1.0, "gamma": 1.0}) is None
 
 
+def test_bars_choose_between_simple_references_on_the_seeds_both_ran():
+    from research.results_report import bars_table
+
+    # Popularity's mean over its two seeds (0.30) beats the similarity's one seed (0.25), but on seed 42, the only
+    # seed both ran, the similarity is the stronger reference.
+    records = [_record("xcross", 0.31, 42), _record("lora", 0.29, 42), _record("xcross", 0.45, 43),
+               _record("lora", 0.44, 43), _record("popularity", 0.20, 42), _record("popularity", 0.40, 43),
+               _record("similarity", 0.25, 42)]
+    assert "| Tools | 1 | 0.3100 | similarity 0.2500 | +0.0600 yes | 0.2900 |" in \
+        bars_table(records, ["Tools"], {"beta": 1.0, "gamma": 1.0})
+    # With no seed in common, the reference that ran on more of the trained models' seeds is kept.
+    records[-1]["seed"] = 44
+    assert "| Tools | 2 | 0.3800 | popularity 0.3000 | +0.0800 yes |" in \
+        bars_table(records, ["Tools"], {"beta": 1.0, "gamma": 1.0})
+
+
 def _full_scale_records() -> list[dict]:
     """Tools at the full-scale grid's fractions: seeds 42-44 at 25% and 100%, seed 42 alone at 10% and 50%."""
     mrrs = {"lora": {0.1: [0.20], 0.25: [0.25, 0.26, 0.27], 0.5: [0.28], 1.0: [0.30, 0.32, 0.34]},
@@ -424,6 +440,31 @@ def test_data_efficiency_plots_means_over_the_seeds_of_each_fraction(tmp_path):
     assert plot_data_efficiency(records, "Tools", tmp_path / "tools.png") and (tmp_path / "tools.png").stat().st_size
     assert not plot_data_efficiency(records, "Sports", tmp_path / "sports.png")
     assert not (tmp_path / "sports.png").exists()
+
+
+def test_relative_curves_pair_each_run_with_its_seeds_best_reference(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib", reason="the plots need matplotlib (pip install -e '.[experiments]')")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from research.results_report import MARGIN, data_efficiency, draw_data_efficiency
+
+    records = _full_scale_records()  # best reference 0.26 / 0.27 / 0.28 on seeds 42 / 43 / 44
+    gaps = data_efficiency(records, "Tools", relative=True)["LoRA on Tools (E1)"]
+    assert gaps[0.1] == pytest.approx([0.20 - 0.26]) and gaps[0.5] == pytest.approx([0.28 - 0.26])
+    assert gaps[0.25] == pytest.approx([-0.01] * 3) and gaps[1.0] == pytest.approx([0.04, 0.05, 0.06])
+    figure, axes = plt.subplots()
+    assert draw_data_efficiency(axes, records, "Tools", relative=True)
+    lines = {line.get_label(): line for line in axes.get_lines()}
+    assert list(lines["X-Cross (Toys+Sports; β=1, γ=1)"].get_ydata()) == pytest.approx([-0.04, 0.01, 0.04, 0.06])
+    assert list(lines["best reference (same seed)"].get_ydata()) == pytest.approx([0.0, 0.0])
+    assert list(lines[f"the bar: best reference + {MARGIN:g}"].get_ydata()) == pytest.approx([MARGIN] * 2)
+    plt.close(figure)
+    # A seed without its best reference has no gap to draw.
+    without = [record for record in records if record["model"] != "best-reference"]
+    assert not data_efficiency(without, "Tools", relative=True)
+    assert not draw_data_efficiency(plt.subplots()[1], without, "Tools", relative=True)
+    plt.close("all")
 
 
 def test_data_efficiency_plot_shows_the_untrained_start_where_runs_scored_it():
