@@ -117,10 +117,9 @@ def bars_table(records: list[dict], targets: list[str], refine: dict[str, float]
     train users) >= the reference + `margin`; X-Cross >= target LoRA; X-Cross on `fraction` of the target's train
     users >= target LoRA on all and on `fraction`. The reference is the best reference where it ran (it counts all
     train users), else the better simple reference (popularity, untrained similarity) on the seeds both ran. Seeds
-    are paired, so that a
-    grid still running compares like with like: a row reads the seeds where X-Cross, target LoRA and the reference
-    all ran, a gap is the mean difference over the seeds both its models ran, and a mean over fewer seeds says how
-    many. None when no target has X-Cross, LoRA and its reference on a common seed."""
+    are paired, so that a grid still running compares like with like: a row reads the seeds where X-Cross, target
+    LoRA and the reference all ran, a gap is the mean difference over the seeds both its models ran, and a mean over
+    fewer seeds says how many. None when no target has X-Cross, LoRA and its reference on a common seed."""
     def verdict(gap: float | None, bar: float) -> str:
         return "–" if gap is None else f"{gap:+.4f} {'yes' if gap >= bar - 1e-9 else '**no**'}"  # float sums
 
@@ -241,7 +240,7 @@ def draw_data_efficiency(axes, records: list[dict], target: str, relative: bool 
             start_fractions, start_means, _, _ = zip(*curve_points(starts[label]))
             axes.plot([100 * fraction for fraction in start_fractions], start_means, marker="o", linestyle=":",
                       markerfacecolor="none", color=line.get_color(), label=f"{label}, untrained start")
-    reference = list(_seed_mrrs(records, target, BEST_REFERENCE).values())
+    reference = [] if relative else list(_seed_mrrs(records, target, BEST_REFERENCE).values())
     if relative:
         axes.axhline(0.0, color="black", linestyle="--", label="best reference (same seed)")
         axes.axhline(MARGIN, color="grey", linestyle="-.", label=f"the bar: best reference + {MARGIN:g}")
