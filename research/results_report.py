@@ -240,11 +240,10 @@ def draw_data_efficiency(axes, records: list[dict], target: str, relative: bool 
             start_fractions, start_means, _, _ = zip(*curve_points(starts[label]))
             axes.plot([100 * fraction for fraction in start_fractions], start_means, marker="o", linestyle=":",
                       markerfacecolor="none", color=line.get_color(), label=f"{label}, untrained start")
-    reference = [] if relative else list(_seed_mrrs(records, target, BEST_REFERENCE).values())
     if relative:
         axes.axhline(0.0, color="black", linestyle="--", label="best reference (same seed)")
         axes.axhline(MARGIN, color="grey", linestyle="-.", label=f"the bar: best reference + {MARGIN:g}")
-    elif reference:
+    elif reference := list(_seed_mrrs(records, target, BEST_REFERENCE).values()):
         level = statistics.mean(reference)
         seeds_run = f"{len(reference)} seed{'s' if len(reference) > 1 else ''}"
         axes.axhline(level, color="black", linestyle="--", label=f"best reference ({seeds_run})")
