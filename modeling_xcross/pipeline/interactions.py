@@ -4,20 +4,26 @@ JSON Lines, Parquet or a `datasets.Dataset`, checked and written in the four-fil
 
     xcross prepare --interactions events.csv --items items.csv --output-dir data/MyShop
 
-Each user's history is sorted by time. Users are split into train and test users by time (the test users are the
-ones whose last interaction is the latest: train on the past, test on the future) or at random. What is dropped
-(duplicate rows, items without a usable title, users with too few interactions) is counted and printed; input that
-cannot be used (a missing column, an interaction with an item the item table lacks, no usable history) is refused
-with the column or file named.
+Files are read as text, without type guessing: a CSV cell is a string, so ids `0012` and `12` stay two ids. A time
+column is all numbers (e.g. Unix seconds) or all ISO 8601 text, zone-less times read as UTC, so the order of a
+history does not depend on the machine's time zone. Each user's history is sorted by time. Users are split into train
+and test users by time (the test users are the ones whose last interaction is the latest: train on the past, test on
+the future) or at random. What is dropped (duplicate rows, items without a usable title, users with too few
+interactions) is counted and printed; input that cannot be used (an empty, undecodable or damaged file, a missing
+column, an interaction with an item the item table lacks, no usable history) is refused with the file, row or column
+named.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
+import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ..checkpoint import atomic_write
@@ -75,12 +81,117 @@ def write_domain(domain: Domain, output_dir: str | Path) -> None:
                                                                                              encoding="utf-8"))
 
 
-def read_table(source, role: str):
-    """A `datasets.Dataset` from a Dataset, or a .csv, .jsonl/.json (one object per line) or .parquet file."""
-    from datasets import Dataset  # here: slow to import, and only `prepare` needs it
+def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse a folder that already holds files, unless `overwrite`: a domain folder written over would lose its
+    four files without a word."""
+    folder = Path(output_dir)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--output-dir {folder} is a file, not a folder; choose a new folder for the domain.")
+    held = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+    if held and not overwrite:
+        raise DataError(f"--output-dir {folder} already holds files ({', '.join(held[:4])}"
+                        f"{', ...' if len(held) > 4 else ''}); choose a new or empty folder, or pass --overwrite to "
+                        "replace its domain files.")
 
-    if isinstance(source, Dataset):
-        return source
+
+@dataclass
+class Table:
+    """A table's columns as lists of values, and where it comes from (for messages)."""
+
+    where: str
+    columns: dict[str, list]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.columns.values()), []))
+
+
+def _decoded(path: Path, role: str, encoding: str) -> str:
+    """The file's text; one without a byte-order mark reads the same under utf-8 and utf-8-sig."""
+    try:
+        return path.read_text(encoding="utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+    except UnicodeDecodeError as error:
+        raise DataError(f"The {role} table {path} is not {encoding} text (byte {error.object[error.start]:#04x} at "
+                        f"position {error.start}); save it as UTF-8, or name its encoding with --encoding (e.g. "
+                        "--encoding latin-1).") from error
+
+
+def _read_csv(path: Path, role: str, encoding: str) -> dict[str, list]:
+    """Every cell as a string: no type guessing, so `0012` and `12` stay apart."""
+    reader = csv.reader(_decoded(path, role, encoding).splitlines())
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"The {role} table {path} is empty; write its header and rows, e.g. user_id,item_id,"
+                            "timestamp.")
+        rows = []
+        for row in reader:
+            if row and len(row) != len(header):
+                raise DataError(f"The {role} table {path} line {reader.line_num} has {len(row)} fields where the "
+                                f"header has {len(header)}; quote fields that hold commas, or fix that line.")
+            if row:
+                rows.append(row)
+    except csv.Error as error:
+        raise DataError(f"The {role} table {path} line {reader.line_num} is not valid CSV ({error}); fix that "
+                        "line.") from error
+    return {name: [row[index] for row in rows] for index, name in enumerate(header)}
+
+
+def _records_to_columns(records: list, path: Path, role: str, line_of) -> dict[str, list]:
+    """Columns of JSON objects (a key an object lacks is None there); `line_of(index)` names a record's line."""
+    names: dict[str, None] = {}
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise DataError(f"The {role} table {path} {line_of(index)} is a JSON {type(record).__name__}, not an "
+                            "object; write one object per row, e.g. {\"user_id\": \"u1\", ...}.")
+        names.update(dict.fromkeys(record))
+    return {name: [record.get(name) for record in records] for name in names}
+
+
+def _read_json(path: Path, role: str, encoding: str) -> dict[str, list]:
+    """JSON Lines (one object per line), or one JSON list of objects."""
+    text = _decoded(path, role, encoding)
+    if not text.strip():
+        raise DataError(f"The {role} table {path} is empty; write one JSON object per row.")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"The {role} table {path} is not valid JSON ({error}); fix it, or write it as JSON Lines "
+                            "(one object per line).") from error
+        return _records_to_columns(records, path, role, lambda index: f"row {index + 1}")
+    lines, records = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"The {role} table {path} line {number} is not valid JSON ({error.msg}); fix or remove "
+                                "that line.") from error
+            lines.append(number)
+    return _records_to_columns(records, path, role, lambda index: f"line {lines[index]}")
+
+
+def _read_parquet(path: Path, role: str) -> dict[str, list]:
+    import pyarrow as pa  # here: only `prepare` needs it
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pydict()
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"The {role} table {path} is not a readable Parquet file ({error}): it is truncated or "
+                        "damaged; write it again.") from error
+
+
+def read_table(source, role: str, encoding: str = "utf-8") -> Table:
+    """The columns of a `datasets.Dataset`, or of a .csv, .jsonl/.json (JSON Lines, or one list of objects) or
+    .parquet file read in `encoding` (text files); refused in one line when empty, undecodable or damaged."""
+    if not isinstance(source, (str, Path)):
+        from datasets import Dataset  # here: slow to import
+
+        if not isinstance(source, Dataset):
+            raise DataError(f"The {role} table is a {type(source).__name__}; pass a file path or a datasets.Dataset.")
+        return Table("(a Dataset)", {name: list(source[name]) for name in source.column_names})
     path = Path(source)
     kind = TABLE_FORMATS.get(path.suffix.lower())
     if kind is None:
@@ -88,38 +199,67 @@ def read_table(source, role: str):
                         "or pass a datasets.Dataset.")
     if not path.is_file():
         raise DataError(f"The {role} table {path} does not exist; check the path.")
-    reader = {"csv": Dataset.from_csv, "json": Dataset.from_json, "parquet": Dataset.from_parquet}[kind]
-    return reader(str(path), keep_in_memory=True)
+    try:
+        codecs.lookup(encoding)
+    except LookupError as error:
+        raise DataError(f"--encoding {encoding!r} is not a known text encoding; pass e.g. utf-8 or latin-1.") from error
+    columns = (_read_parquet(path, role) if kind == "parquet"
+               else (_read_csv if kind == "csv" else _read_json)(path, role, encoding))
+    table = Table(str(path), columns)
+    if table.rows == 0:
+        raise DataError(f"The {role} table {path} has {'a header but ' if columns else ''}no rows; write at least "
+                        "one row.")
+    return table
 
 
-def _columns(table, options: dict[str, str], role: str, where: str) -> list[list]:
+def _columns(table: Table, options: dict[str, str], role: str) -> list[list]:
     """The named columns' values; `options` maps each column name to the CLI option that sets it."""
-    missing = [name for name in options if name not in table.column_names]
+    missing = [name for name in options if name not in table.columns]
     if missing:
-        raise DataError(f"The {role} table {where} has no column {', '.join(map(repr, missing))} (it has "
-                        f"{', '.join(map(repr, table.column_names))}); name the right one with "
+        raise DataError(f"The {role} table {table.where} has no column {', '.join(map(repr, missing))} (it has "
+                        f"{', '.join(map(repr, table.columns))}); name the right one with "
                         f"{', '.join(f'--{options[name]}' for name in missing)}.")
-    return [table[name] for name in options]
+    return [table.columns[name] for name in options]
 
 
-def _time(value, row: int, column: str, where: str) -> float:
-    """A timestamp as a number: numbers as they are, numeric text, or ISO 8601 text (2024-05-01T10:00:00). `row`
-    counts data rows from 1."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return float(value)
-    if isinstance(value, datetime):
-        return value.timestamp()
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _time(value) -> tuple[str, float] | None:
+    """A timestamp's kind ("number" or "ISO 8601") and its seconds, or None when it is neither: numbers and numeric
+    text as they are, ISO 8601 text and datetimes as Unix seconds, zone-less ones read as UTC."""
     if isinstance(value, str):
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
-            pass
-        try:
-            return datetime.fromisoformat(value.strip()).timestamp()
-        except ValueError:
-            pass
-    raise DataError(f"{where} row {row}: column {column!r} holds {value!r}, not a time; use numbers (e.g. Unix "
-                    "seconds) or ISO 8601 text such as 2024-05-01T10:00:00.")
+            try:
+                value = datetime.fromisoformat(value.strip())
+            except ValueError:
+                return None
+    if _is_number(value):
+        return ("number", float(value)) if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return "ISO 8601", (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return None
+
+
+def read_times(values: list, column: str, where: str) -> list[float]:
+    """The time column as seconds, all of one kind: a column that mixes numbers and ISO 8601 text is refused at its
+    first row of the other kind (Unix seconds beside dates read in some zone would order histories by chance)."""
+    times, first = [], None
+    for row, value in enumerate(values, 1):
+        read = _time(value)
+        if read is None:
+            raise DataError(f"{where} row {row}: column {column!r} holds {value!r}, not a time; use numbers (e.g. "
+                            "Unix seconds) or ISO 8601 text such as 2024-05-01T10:00:00 (read as UTC).")
+        first = first or (row, value, read[0])
+        if read[0] != first[2]:
+            raise DataError(f"{where} row {row}: column {column!r} holds {value!r} ({read[0]}), but row {first[0]} "
+                            f"holds {first[1]!r} ({first[2]}); a time column is all numbers or all ISO 8601 text: "
+                            "convert it to one of them.")
+        times.append(read[1])
+    return times
 
 
 def _key(value, row: int, column: str, where: str) -> str:
@@ -128,11 +268,26 @@ def _key(value, row: int, column: str, where: str) -> str:
     return str(value).strip()
 
 
+def _only_a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _title(raw) -> str | None:
+    """A title as text (a number is the text it reads as, e.g. the title 1984), or None when unusable."""
+    if _is_number(raw) and math.isfinite(raw):
+        raw = str(raw)
+    return str(raw).strip() if clean_title(raw) is not None else None
+
+
 def read_interactions(interactions, items, columns: InteractionColumns = InteractionColumns(),
                       min_interactions: int = 3, test_fraction: float = 0.2, split: str = "time",
-                      seed: int = 0) -> Domain:
-    """Check the two tables and build a domain: see the module docstring. `interactions` and `items` are paths or
-    `datasets.Dataset`s."""
+                      seed: int = 0, encoding: str = "utf-8") -> Domain:
+    """Check the two tables and build a domain: see the module docstring. `interactions` and `items` are paths
+    (text files read in `encoding`) or `datasets.Dataset`s."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     if not 0 <= test_fraction < 1:
@@ -140,41 +295,42 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
     if min_interactions < MIN_HISTORY:
         raise DataError(f"min_interactions must be at least {MIN_HISTORY} (one item to predict from and the one "
                         f"to predict), got {min_interactions}.")
-    where_items = str(items) if isinstance(items, (str, Path)) else "(a Dataset)"
-    where_events = str(interactions) if isinstance(interactions, (str, Path)) else "(a Dataset)"
     report: Counter = Counter()
 
     titles: dict[str, str] = {}
     untitled: set[str] = set()
-    item_column, title_column = _columns(read_table(items, "items"), {
-        columns.item_table_item: "items-item-column", columns.title: "title-column"}, "items", where_items)
+    item_table = read_table(items, "items", encoding)
+    where_items = item_table.where
+    item_column, title_column = _columns(item_table, {
+        columns.item_table_item: "items-item-column", columns.title: "title-column"}, "items")
     for row, (raw_item, raw_title) in enumerate(zip(item_column, title_column), 1):
         item = _key(raw_item, row, columns.item_table_item, where_items)
         if item in titles or item in untitled:
             report["item rows dropped: a repeated item (the first row kept)"] += 1
             continue
-        title = clean_title(raw_title)
+        title = _title(raw_title)
         if title is None:
             untitled.add(item)
             report["items dropped: no usable title (empty or not text)"] += 1
         else:
-            titles[item] = str(raw_title).strip()
+            titles[item] = title
+            if _only_a_number(title):
+                report[f"items kept whose title is only a number (check --title-column {columns.title})"] += 1
     if not titles:
         raise DataError(f"The items table {where_items} has no item with a usable title in column "
-                        f"{columns.title!r}; name the title column with --title-column.")
+                        f"{columns.title!r} (every value is empty or not text); name the title column with "
+                        "--title-column.")
 
-    events = read_table(interactions, "interactions")
-    if len(events) == 0:
-        raise DataError(f"The interactions table {where_events} has no rows.")
-    users, item_ids, times = _columns(events, {
-        columns.user: "user-column", columns.item: "item-column", columns.timestamp: "time-column"}, "interactions",
-        where_events)
+    events = read_table(interactions, "interactions", encoding)
+    where_events = events.where
+    users, item_ids, raw_times = _columns(events, {
+        columns.user: "user-column", columns.item: "item-column", columns.timestamp: "time-column"}, "interactions")
+    times = read_times(raw_times, columns.timestamp, where_events)
     timed = defaultdict(set)
     order: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    for row, (raw_user, raw_item, raw_time) in enumerate(zip(users, item_ids, times), 1):
+    for row, (raw_user, raw_item, time) in enumerate(zip(users, item_ids, times), 1):
         user = _key(raw_user, row, columns.user, where_events)
         item = _key(raw_item, row, columns.item, where_events)
-        time = _time(raw_time, row, columns.timestamp, where_events)
         if item not in titles and item not in untitled:
             raise DataError(f"{where_events} row {row}: item {item!r} (column {columns.item!r}) has no row in the "
                             f"items table {where_items}; add its title there or remove its interactions.")
