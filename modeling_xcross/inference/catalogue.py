@@ -14,12 +14,17 @@ in a full-ranking evaluation, as in the sampled metrics.
 
 from __future__ import annotations
 
+import copy
+import difflib
 import hashlib
+import html
 import json
 import os
+import re
 import shutil
+import unicodedata
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from weakref import WeakKeyDictionary
@@ -31,6 +36,7 @@ from transformers.utils import logging
 from configuration_xcross import PAPER_SCORING
 
 from ..auto_loading import checked_popularity, load_popularity, model_backbone
+from ..checkpoint import CONFIG_NAME
 from ..errors import XCrossError
 from ..head_recommender import HeadRecommender
 from .encoding import (ENCODE_BATCH_SIZE, encode_histories, encode_items, encode_texts, model_device,
@@ -72,10 +78,12 @@ class RecommendedItem:
 @dataclass(frozen=True)
 class Catalogue:
     """The items to rank: their ids and titles, in a fixed order (the order ties keep). Several items may share a
-    title; a recommendation leaves out every item whose title is in the history (see `resolve`)."""
+    title; a recommendation leaves out every item whose title is in the history (see `resolve`). History titles are
+    matched to the catalogue's by `title_key`, case-folded with `fold_case` (a model whose tokenizer is uncased)."""
 
     item_ids: tuple
     titles: tuple[str, ...]
+    fold_case: bool = False
 
     def __post_init__(self):
         if not self.titles:
@@ -118,18 +126,42 @@ class Catalogue:
 
     @cached_property
     def _title_groups(self) -> dict[str, list[int]]:
-        """The positions of the items of each cleaned title, in catalogue order (several for a duplicated title)."""
+        """The positions of the items of each title key, in catalogue order (several for a duplicated title)."""
         groups: dict[str, list[int]] = {}
         for position, title in enumerate(self.titles):
-            groups.setdefault(clean_text(title), []).append(position)
+            groups.setdefault(self.key(title), []).append(position)
         return groups
+
+    @cached_property
+    def _semicolon_titles(self) -> dict[str, int]:
+        """The first position of each title that holds ';', by its key with no space around its ';'s."""
+        return {_semicolons_tight(key): group[0] for key, group in self._title_groups.items() if ";" in key}
+
+    def key(self, title: str) -> str:
+        """`title_key` under this catalogue's case rule."""
+        return title_key(title, self.fold_case)
 
     def position(self, item) -> int | None:
         """The catalogue position of an item id, else of the first item of a title; None when it names no item."""
         if item in self._positions:
             return self._positions[item]
-        group = self._title_groups.get(clean_text(item)) if isinstance(item, str) else None
+        group = self._title_groups.get(self.key(item)) if isinstance(item, str) else None
         return group[0] if group else None
+
+    def closest_title(self, text: str) -> str | None:
+        """The catalogue title closest to a text that matches none (a typo, a word missing), if one is close."""
+        found = difflib.get_close_matches(self.key(text), self._title_groups, n=1, cutoff=0.8)
+        return self.titles[self._title_groups[found[0]][0]] if found else None
+
+    def split_title(self, pieces: Sequence[str]) -> str | None:
+        """The first catalogue title holding ';' that consecutive `pieces` (a text split at ';') join back into."""
+        longest = max((key.count(";") + 1 for key in self._semicolon_titles), default=0)
+        for start in range(len(pieces)):
+            for end in range(start + 2, min(start + longest, len(pieces)) + 1):
+                position = self._semicolon_titles.get(_semicolons_tight(self.key(";".join(pieces[start:end]))))
+                if position is not None:
+                    return self.titles[position]
+        return None
 
     def _history_item(self, item, index: int) -> int | str | None:
         """The catalogue position a history item names, the cleaned text of a title outside the catalogue, or None
@@ -143,7 +175,7 @@ class Catalogue:
                                      "pass ids of the catalogue or titles.")
             return self._positions[item]
         text = clean_text(item)
-        titled = self._title_groups.get(text)
+        titled = self._title_groups.get(self.key(item))
         if item in self._positions:
             if titled and self.item_ids[titled[0]] != item:
                 logger.warning(f"History {index}: {item!r} is the id of one item and the title of item "
@@ -162,27 +194,53 @@ class Catalogue:
         if isinstance(history, str | bytes) or not isinstance(history, Sequence):
             raise CatalogueError(f"History {index} is {type(history).__name__}, not a list of titles or item ids; "
                                  "pass one list per user, e.g. [['title one', 'title two']].")
-        titles, positions, unknown = [], set(), []
+        titles, positions, unknown, blank = [], set(), [], 0
         for item in history:
             named = self._history_item(item, index)
             if isinstance(named, int):
                 titles.append(self.titles[named])
-                positions.update(self._title_groups[clean_text(self.titles[named])])
+                positions.update(self._title_groups[self.key(self.titles[named])])
             elif named is not None:
                 titles.append(named)
                 unknown.append(named)
+            else:
+                blank += 1
         if not titles:
             raise CatalogueError(f"History {index} is empty{' after cleaning (blank titles)' if history else ''}: a "
                                  "recommendation needs at least one item of the user.")
+        if blank:
+            logger.warning(f"History {index}: {blank} blank title{'s' if blank > 1 else ''} dropped.")
         if unknown:
             logger.warning(f"History {index}: {len(unknown)} of its {len(titles)} titles are not in the catalogue and "
-                           f"are read as text only: {unknown[:3]}.")
+                           f"are read as text only: {', '.join(map(self._with_closest, unknown[:3]))}.")
         return titles, sorted(positions)
+
+    def _with_closest(self, text: str) -> str:
+        closest = self.closest_title(text)
+        return repr(text) + (f" (did you mean {closest!r}?)" if closest else "")
 
 
 def clean_text(text: str) -> str:
-    """A title as compared with the catalogue's: surrounding and repeated whitespace removed."""
-    return " ".join(text.split())
+    """A title as the data's titles are cleaned (data.clean_title): HTML entities decoded (&#39; &quot; &amp;),
+    Unicode NFC (an accent typed as one character or as a letter and a combining mark reads the same) and
+    whitespace collapsed."""
+    return " ".join(unicodedata.normalize("NFC", html.unescape(text)).split())
+
+
+def title_key(text: str, fold_case: bool = False) -> str:
+    """What a history title is matched to the catalogue by: `clean_text`, case-folded with `fold_case` (a model with
+    an uncased tokenizer reads "hammer" and "Hammer" as one title)."""
+    return clean_text(text).casefold() if fold_case else clean_text(text)
+
+
+def _semicolons_tight(key: str) -> str:
+    return re.sub(r"\s*;\s*", ";", key)
+
+
+def is_uncased(tokenizer) -> bool:
+    """Whether a tokenizer reads upper and lower case alike (an uncased BERT lower-cases its input)."""
+    return (tokenizer("Hammer AND Nails", add_special_tokens=False)["input_ids"]
+            == tokenizer("hammer and nails", add_special_tokens=False)["input_ids"])
 
 
 def model_fingerprint(model) -> str:
@@ -264,6 +322,24 @@ def item_representations(model, collator, catalogue: Catalogue, cache_dir: str |
     return items
 
 
+def own_collator(model):
+    """`model_collator(model)`, refused when the model's saved max_length leaves no token of a title beside the
+    prompt's fixed tokens, naming the file and field it comes from (the collator's own error names --max-length)."""
+    collator = model_collator(model)
+    try:
+        collator.candidate_budget
+    except XCrossError as error:
+        probe = copy.copy(collator)  # the same prompt without the limit: its budget tells the fixed tokens
+        probe.max_length = 1 << 30
+        fixed = probe.max_length - probe.candidate_budget
+        directory = default_cache_dir(model)
+        where = f"{directory / CONFIG_NAME}: field max_length" if directory else "model.config.max_length"
+        raise CatalogueError(f"{where} is {collator.max_length}, which leaves no token of a title beside the prompt's "
+                             f"{fixed} fixed tokens; set it to {fixed + 1} or more (the --max-length the model was "
+                             "trained with, 128 by default).") from error
+    return collator
+
+
 def default_cache_dir(model) -> Path | None:
     """The directory the model was loaded from, if any."""
     directory = Path(model.name_or_path or "")
@@ -309,8 +385,8 @@ class CatalogueRanker:
                  popularity: Mapping[str, float] | None = None, index: str = "auto"):
         if isinstance(rerank_top, bool) or not isinstance(rerank_top, int) or rerank_top < 1:
             raise CatalogueError(f"rerank_top must be a positive integer, got {rerank_top!r}.")
-        self.model, self.catalogue = model.eval(), Catalogue.of(catalogue)
-        self.collator = collator or model_collator(model)
+        self.model, self.collator = model.eval(), collator or own_collator(model)
+        self.catalogue = replace(Catalogue.of(catalogue), fold_case=is_uncased(self.collator.tokenizer))
         self.rerank_top, self.batch_size = rerank_top, batch_size
         self.reranks = self.collator.scoring == "cross"
         if self.reranks:

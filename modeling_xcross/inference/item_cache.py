@@ -1,11 +1,13 @@
 """The file a catalogue's item representations are cached in, which cannot lie: its safetensors metadata carries the
 cache key (titles, model, tokenizer) and a sha256 of the tensor's bytes, and a read checks the tensor's shape and
 dtype against what the model encodes. A file of other titles or another model, or one whose data was damaged with
-its header kept, is reported once and encoded again instead of being used; writes are atomic."""
+its header kept, is reported once and encoded again instead of being used; writes are atomic, and the temporary file
+of a write whose process was killed is removed at the next write."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -62,12 +64,35 @@ def read_item_cache(path: Path, key: str, shape: tuple[int, int], dtype: torch.d
     return tensor
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> None:
+    """Remove the temporary files of writes whose process is gone (killed mid-write), which would otherwise stay
+    for ever: `atomic_write` names them `.<name>.<pid>.<random>.tmp`. Only on POSIX, where signal 0 asks whether a
+    process exists (on Windows it would send Ctrl-C)."""
+    if os.name != "posix":
+        return
+    for temporary in directory.glob(".*.tmp"):
+        pid = temporary.name.split(".")[-3]
+        if pid.isdigit() and not _running(int(pid)):
+            temporary.unlink(missing_ok=True)
+
+
 def write_item_cache(path: Path, key: str, items: torch.Tensor) -> None:
-    """Cache `items` under `key` with their digest, atomically; a failed write only warns (they are encoded again
-    next time)."""
+    """Cache `items` under `key` with their digest, atomically, after removing stale temporaries beside it; a failed
+    write only warns (they are encoded again next time)."""
     items = items.cpu().contiguous()
     metadata = {"key": key, "items": str(len(items)), "sha256": tensor_digest(items)}
     try:
+        remove_stale_temporaries(path.parent)
         atomic_write(path, lambda temporary: save_file({ITEMS_TENSOR: items}, temporary, metadata=metadata))
     except OSError as error:
         logger.warning(f"Item representations not cached ({error}); they are encoded again next time.")

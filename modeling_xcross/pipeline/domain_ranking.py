@@ -3,7 +3,9 @@ evaluation (each user's true next item among every item of the domain outside it
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..auto_loading import load_trained_model
 from ..inference.catalogue import (DEFAULT_RERANK_TOP, HISTORIES_PER_CHUNK, Catalogue, CatalogueRanker, RecommendedItem,
-                                   excluding, ranks_of, recommend)
+                                   excluding, ranks_of)
 from .data import DataError, DomainData, load_domain
 from .ranking_metrics.ranking_metrics import metrics_of_ranks
 
@@ -30,19 +32,39 @@ def user_history(domain: DomainData, user: str) -> tuple[list[int], int]:
     return history, held_out
 
 
+class SemicolonHistory(list):
+    """`--history`'s titles: its text split at ';', which splits a title that holds one (see `refuse_split_title`)."""
+
+    def __init__(self, text: str):
+        super().__init__(title.strip() for title in text.split(";") if title.strip())
+
+
+def refuse_split_title(history: Sequence, catalogue: Catalogue) -> None:
+    """Refuse a `SemicolonHistory` in which ';' split a catalogue title: its pieces would be read as other texts and
+    the item itself recommended back."""
+    title = catalogue.split_title(history) if isinstance(history, SemicolonHistory) else None
+    if title is not None:
+        raise DataError(f"--history splits at ';' the catalogue title {title!r}, which holds one; pass the history "
+                        "with --history-json, e.g. --history-json " + repr(json.dumps([title], ensure_ascii=False))
+                        + ".")
+
+
 def recommend_from_dir(model_dir: str | os.PathLike, data_dir: str | os.PathLike, domain_name: str, *,
                        history: Sequence | None = None, user: str | None = None, top_k: int = 10,
                        exclude_history: bool = True,
                        rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], int | None]:
     """`xcross recommend`: a trained model's top items of a domain for `history` (titles or item ids) or a test
-    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history)."""
+    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history).
+    The domain's `[data]` line goes to stderr, so that stdout holds only the recommendations (`--json`)."""
     domain = load_domain(data_dir, domain_name)
+    print(domain.summary(), file=sys.stderr)
     held_out = None
     if user is not None:
         history, held_out = user_history(domain, user)
     model, _ = load_trained_model(Path(model_dir))
-    return recommend(model, [history], domain, top_k, exclude_history, rerank_top=rerank_top,
-                     cache_dir=model_dir)[0], held_out
+    ranker = CatalogueRanker(model, domain, rerank_top=rerank_top, cache_dir=model_dir)
+    refuse_split_title(history, ranker.catalogue)
+    return ranker.recommend([history], top_k, exclude_history)[0], held_out
 
 
 @dataclass
