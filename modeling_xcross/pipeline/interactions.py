@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import math
 import random
@@ -118,7 +119,7 @@ def _decoded(path: Path, role: str, encoding: str) -> str:
 
 def _read_csv(path: Path, role: str, encoding: str) -> dict[str, list]:
     """Every cell as a string: no type guessing, so `0012` and `12` stay apart."""
-    reader = csv.reader(_decoded(path, role, encoding).splitlines())
+    reader = csv.reader(io.StringIO(_decoded(path, role, encoding), newline=""))
     try:
         header = next(reader, None)
         if header is None:
@@ -161,7 +162,7 @@ def _read_json(path: Path, role: str, encoding: str) -> dict[str, list]:
                             "(one object per line).") from error
         return _records_to_columns(records, path, role, lambda index: f"row {index + 1}")
     lines, records = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 and the like may be in a string
         if line.strip():
             try:
                 records.append(json.loads(line))

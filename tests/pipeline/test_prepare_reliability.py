@@ -142,6 +142,16 @@ def test_a_declared_encoding_is_read(tmp_path, items_csv, capsys):
     one_line_error(capsys, "--encoding 'klingon' is not a known text encoding")
 
 
+def test_line_breaks_inside_titles_stay_inside_their_row(tmp_path, events_csv):
+    """A quoted CSV field may hold a line break, and a JSON string a U+2028 (a line break to str.splitlines)."""
+    items = write_csv(tmp_path / "items.csv", ["item_id", "title"], [("i1", "Red\nball"), *ITEMS[1:]])
+    assert read_interactions(events_csv, items, min_interactions=2).meta["i1"] == "Red\nball"
+    jsonl = write_jsonl(tmp_path / "items.jsonl", [{"item_id": "i1", "title": "Red\u2028ball"},
+                                                   *({"item_id": i, "title": t} for i, t in ITEMS[1:])])
+    jsonl.write_text(jsonl.read_text().replace("\\u2028", "\u2028"))  # the raw character, as JSON allows
+    assert read_interactions(events_csv, jsonl, min_interactions=2).meta["i1"] == "Red\u2028ball"
+
+
 def test_a_utf8_byte_order_mark_does_not_rename_the_first_column(tmp_path, items_csv):
     events = write_csv(tmp_path / "events.csv", ["user_id", "item_id", "timestamp"], EVENTS, encoding="utf-8-sig")
     assert prepare(tmp_path, events, items_csv) == 0
