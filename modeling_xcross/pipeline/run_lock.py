@@ -47,8 +47,9 @@ def lock_output_dir(output_dir: str | os.PathLike) -> RunLock | None:
     directory = Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     key = str(directory.resolve())
-    if key in _HELD:
-        return _HELD[key]
+    held = _HELD.get(key)
+    if held is not None:
+        return held
     descriptor = os.open(directory, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
