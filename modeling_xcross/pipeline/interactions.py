@@ -123,8 +123,7 @@ def _read_csv(path: Path, role: str, encoding: str) -> dict[str, list]:
     try:
         header = next(reader, None)
         if header is None:
-            raise DataError(f"The {role} table {path} is empty; write its header and rows, e.g. user_id,item_id,"
-                            "timestamp.")
+            raise DataError(f"The {role} table {path} is empty; write its header (the column names) and its rows.")
         rows = []
         for row in reader:
             if row and len(row) != len(header):
