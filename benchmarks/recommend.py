@@ -63,7 +63,7 @@ def build_model(scoring: str, streams: int, scratch: Path) -> XCrossForSequentia
     base_dir, adapters, _ = prepare_backbone("minilm", streams, scratch)
     model = XCrossForSequentialRecommendation.from_adapters(base_dir, adapters, scoring=scoring, max_length=64,
                                                             temperature=0.05, history_encoding="text", history_decay=1.0,
-                                                            popularity_weight=None)
+                                                            popularity_weight=None, projection_rank=None)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for head in model.fusion_heads:

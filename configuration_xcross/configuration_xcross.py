@@ -20,10 +20,12 @@ DEFAULT_PROMPT = {"separator": "; ", "decoder_prefix": "Purchase history:", "dec
 # lacks one was written before the field existed and reads it as here: old checkpoints keep their behaviour. Pass it
 # (`**PAPER_SCORING`) to build the paper's form.
 PAPER_SCORING = {"scoring": "cross", "temperature": 0.05, "history_encoding": "text", "history_decay": 1.0,
-                 "popularity_weight": None}
+                 "popularity_weight": None, "projection_rank": None}
 # X-Cross's fields whose recommended default came after checkpoints were saved without them: a saved config.json that
-# lacks one reads the value it had then (the paper's scoring, fusion heads reading the raw streams).
-XCROSS_SAVED_DEFAULTS = {**PAPER_SCORING, "normalize_fusion_input": False}
+# lacks one reads the value it had then (the paper's scoring, fusion heads reading the raw streams, unbounded z, the
+# frozen streams with the base's dropout in training).
+XCROSS_SAVED_DEFAULTS = {**PAPER_SCORING, "normalize_fusion_input": False, "scale_fusion_input": False,
+                         "fusion_bound": None, "stream_dropout": True}
 
 
 def default_pooling(scoring: str, family_default: str) -> str:
@@ -34,7 +36,8 @@ def default_pooling(scoring: str, family_default: str) -> str:
 
 def check_scoring_fields(config) -> None:
     """The scoring fields X-Cross and the single-domain recommenders share (`scoring`, `pooling`, `temperature`,
-    `history_encoding`, `history_decay`, `popularity_weight`, `center_representations`), checked once for both."""
+    `history_encoding`, `history_decay`, `popularity_weight`, `center_representations`) and their `max_length`,
+    checked once for both."""
     if config.scoring not in SCORING_MODES:
         raise ValueError(f"`scoring` must be one of {SCORING_MODES}, got {config.scoring!r}.")
     if isinstance(config.temperature, bool) or not (math.isfinite(config.temperature) and config.temperature > 0):
@@ -51,10 +54,24 @@ def check_scoring_fields(config) -> None:
         raise ValueError(f"`popularity_weight` must be a finite number or None, got {config.popularity_weight!r}.")
     if not isinstance(config.center_representations, bool):
         raise ValueError(f"`center_representations` must be True or False, got {config.center_representations!r}.")
+    if isinstance(config.max_length, bool) or not isinstance(config.max_length, int) or config.max_length < 1:
+        raise ValueError(f"`max_length` must be a positive integer (tokens per prompt), got {config.max_length!r}.")
     if config.scoring == "cross" and (config.history_encoding != "text" or config.popularity_weight is not None
                                       or config.center_representations):
         raise ValueError("history_encoding='items', popularity_weight and center_representations are dual-scoring "
                          "options; with scoring='cross' leave them at 'text', None and False.")
+    check_projection_rank(config)
+
+
+def check_projection_rank(config) -> None:
+    """`projection_rank`: the rank of the dual head's residual projection, or None for none (cross scoring has its
+    pooler instead)."""
+    rank = config.projection_rank
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"`projection_rank` must be a positive integer or None (no projection), got {rank!r}.")
+    if rank is not None and config.scoring == "cross":
+        raise ValueError("projection_rank is a dual-scoring option (cross scoring reads the pooled state with its "
+                         "pooler and score head); with scoring='cross' leave it at None.")
 
 
 class SavedScoringDefaults:
@@ -153,6 +170,17 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
             scaled to unit root mean square per token, so z does not scale with the backbone's activations (the
             refine step is unchanged; SmolLM2 diverged without it). `False` is the paper's form; a saved config
             that lacks the field reads `False`, as it was saved.
+        scale_fusion_input (`bool`, defaults to `True`): Divide the fusion head's input by sqrt(n * d), so that
+            one optimizer step moves z about as far through W as through b (the input then has unit L2 norm per
+            token; unscaled, its L1 norm is about 500 for MiniLM and two sources). A saved config that lacks the
+            field reads `False`.
+        fusion_bound (`float`, *optional*, defaults to 1.0): z = c * tanh((W h + b) / c) with c this bound: the
+            same z near zero, and no mixing weight beyond c. None leaves z unbounded (a saved config that lacks the
+            field reads None).
+        stream_dropout (`bool`, defaults to `False`): Run the frozen base and adapters with the base's dropout in
+            training. Off, the streams compute in training exactly what they compute at evaluation, so the fusion
+            heads, which read the differences between streams, do not learn from dropout noise that evaluation does
+            not have. A saved config that lacks the field reads `True`, as those models were trained.
         scoring (`str`, defaults to `"dual"`): `"dual"` encodes the history and every candidate title separately
             and scores their cosine similarity divided by a learned temperature: the backbone's sentence similarity
             is the score at initialisation, and item representations can be computed once per catalogue. `"cross"`
@@ -173,6 +201,10 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
         popularity_weight (`float`, *optional*, defaults to 1.0): Dual scoring: when set, the initial value of a
             learned weight w and the score gains w * log(1 + count), count being how often the candidate occurs in the
             training histories (the inputs then need `candidate_popularity`); None for no prior.
+        projection_rank (`int`, *optional*, defaults to 16): Dual scoring: a residual projection of rank r of every
+            pooled representation, h + B A h with B = 0 at initialisation (the identity), applied to histories and
+            candidates alike before the cosine: the head's own trainable capacity, as the paper's pooler is in cross
+            scoring. None for no projection.
         center_representations (`bool`, defaults to `False`): Dual scoring: subtract a fixed vector, `head.center`,
             from every pooled representation before the cosine. The `xcross` commands set it to the mean
             representation of the training titles under the untrained model, so that the cosine compares what sets
@@ -199,12 +231,16 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
     gamma: float | int = 1.0
     integrated_layers: list[int] | None = None
     normalize_fusion_input: bool = True
+    scale_fusion_input: bool = True
+    fusion_bound: float | int | None = 1.0
+    stream_dropout: bool = False
     scoring: str = "dual"
     pooling: str | None = None
     temperature: float | int = 0.2
     history_encoding: str = "items"
     history_decay: float | int = 0.5
     popularity_weight: float | int | None = 1.0
+    projection_rank: int | None = 16
     center_representations: bool = False
     initializer_range: float = 0.02
     prompt: dict = field(default_factory=lambda: dict(DEFAULT_PROMPT))
@@ -253,6 +289,10 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+        if self.fusion_bound is not None and (isinstance(self.fusion_bound, bool)
+                                              or not (math.isfinite(self.fusion_bound) and self.fusion_bound > 0)):
+            raise ValueError(f"`fusion_bound` must be a positive finite number or None (unbounded), got "
+                             f"{self.fusion_bound!r}.")
         check_scoring_fields(self)
         if self.integrated_layers is not None and self.base_config is not None:
             num_layers = self.num_hidden_layers
@@ -266,8 +306,6 @@ class XCrossConfig(SavedScoringDefaults, PreTrainedConfig):
     def validate_prompt(self):
         if set(self.prompt) != set(DEFAULT_PROMPT) or not all(isinstance(v, str) for v in self.prompt.values()):
             raise ValueError(f"`prompt` must map exactly {sorted(DEFAULT_PROMPT)} to strings, got {self.prompt!r}.")
-        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:
-            raise ValueError(f"`max_length` must be a positive integer (tokens per prompt), got {self.max_length!r}.")
 
 
 __all__ = ["DEFAULT_PROMPT", "PAPER_SCORING", "AdapterSpec", "XCrossConfig"]

@@ -53,22 +53,58 @@ class RecommendationHead(nn.Module):
         return self.score(self.activation(self.pooler(pooled))).squeeze(-1)
 
 
+class ResidualProjection(nn.Module):
+    """h + B A h, of rank r, with B = 0 at initialisation: the identity, so an untrained model scores as the backbone
+    does; linear, so a history's projection is the weighted mean of its items' projections. Initialised here and
+    marked so, since the base's initialiser (normal weights everywhere) would break the identity."""
+
+    def __init__(self, hidden_size: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(hidden_size, rank, bias=False)
+        self.up = nn.Linear(rank, hidden_size, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))  # as LoRA's A
+        nn.init.zeros_(self.up.weight)
+        self.down._is_hf_initialized = self.up._is_hf_initialized = True
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(self.down(hidden))
+
+
 class SimilarityHead(nn.Module):
     """score(S_u, i) = cos(h_u - c, h_i - c) / tau [+ w * log(1 + count_i)] with a learned temperature tau (stored as
     log(1 / tau), as in CLIP), when `popularity_weight` is set a learned popularity weight w starting there, and with
-    `hidden_size` a fixed centre c (the buffer `center`, zero until `set_center`; no centre otherwise).
+    `hidden_size` a fixed centre c (the buffer `center`, zero until `set_center`; no centre otherwise). With
+    `projection_rank` r, every representation first goes through a trainable `ResidualProjection` P (the identity at
+    initialisation): score = cos(P h_u - c, P h_i - c) / tau + prior.
 
     Sampled negatives are uniform over the catalogue while the items people buy next are not, so how often an item
     occurs in the train histories is a strong signal that a title's text does not carry (research/results.md). The
     centre removes the direction all representations share (large in decoders), which the cosine would otherwise
     be dominated by."""
 
-    def __init__(self, temperature: float, popularity_weight: float | None = None, hidden_size: int | None = None):
+    def __init__(self, temperature: float, popularity_weight: float | None = None, hidden_size: int | None = None,
+                 projection: ResidualProjection | None = None):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
         self.popularity_weight = (None if popularity_weight is None
                                   else nn.Parameter(torch.tensor(float(popularity_weight))))
         self.center = None if hidden_size is None else nn.Buffer(torch.zeros(hidden_size))
+        self.projection = projection
+
+    def _centred(self, representations: torch.Tensor) -> torch.Tensor:
+        """P h - c: projected (with a projection), then centred (with a centre)."""
+        if self.projection is not None:
+            representations = self.projection(representations)
+        return representations if self.center is None else representations - self.center
+
+    @torch.no_grad()
+    def set_start(self, temperature: float, popularity_weight: float | None) -> None:
+        """Set the learned temperature and prior weight to a starting point (chosen on validation users)."""
+        self.logit_scale.fill_(math.log(1.0 / temperature))
+        if (popularity_weight is None) != (self.popularity_weight is None):
+            raise ValueError("A starting prior weight needs a head with a popularity prior, and only such a head.")
+        if popularity_weight is not None:
+            self.popularity_weight.fill_(float(popularity_weight))
 
     @torch.no_grad()
     def set_center(self, center: torch.Tensor) -> None:
@@ -85,22 +121,18 @@ class SimilarityHead(nn.Module):
     def index_queries(self, queries: torch.Tensor) -> torch.Tensor:
         """`(batch, d + 1)`: queries for an inner-product index over `index_items`: the centred unit query and a 1
         that picks up each item's prior, so that `scale() * index_queries(q) @ index_items(i).T` is `forward(q, i)`."""
-        if self.center is not None:
-            queries = queries - self.center
-        return F.pad(F.normalize(queries, dim=-1), (0, 1), value=1.0)
+        return F.pad(F.normalize(self._centred(queries), dim=-1), (0, 1), value=1.0)
 
     def index_items(self, items: torch.Tensor, popularity: torch.Tensor | None = None) -> torch.Tensor:
         """`(items, d + 1)`: the centred unit items and, as an extra dimension, their prior over the scale (0 without a
         prior): one shared pool of items as an inner-product index holds it (see `index_queries`)."""
-        if self.center is not None:
-            items = items - self.center
-        items = F.normalize(items, dim=-1)
+        items = F.normalize(self._centred(items), dim=-1)
         if self.popularity_weight is None:
             return F.pad(items, (0, 1), value=0.0)
         if popularity is None:
             raise ValueError("This model scores with a popularity prior (popularity_weight is set): pass the items' "
                              "counts in the training histories.")
-        prior = self.popularity_weight * torch.log1p(popularity.to(items.device, items.dtype).clamp(min=0))
+        prior = self.popularity_weight * log_popularity(popularity.to(items.device, items.dtype))
         return torch.cat([items, (prior / self.scale()).unsqueeze(1)], dim=1)
 
     def forward(self, queries: torch.Tensor, candidates: torch.Tensor,
@@ -109,29 +141,36 @@ class SimilarityHead(nn.Module):
         pool shared by every query, e.g. in-batch negatives) -> `(batch, num_candidates | items)`;
         `candidate_popularity`: the candidates' counts, `candidates` without its last dimension, or for a shared pool
         `(batch, items)` (counts that leave out each query's own history)."""
-        scale = self.scale()
-        if self.center is not None:
-            queries, candidates = queries - self.center, candidates - self.center
-        queries, candidates = F.normalize(queries, dim=-1), F.normalize(candidates, dim=-1)
-        if candidates.dim() == 3:
-            logits = scale * torch.einsum("bd,bcd->bc", queries, candidates)
-        else:
-            logits = scale * queries @ candidates.T
+        logits = self.scale() * self.similarity(queries, candidates)
         if self.popularity_weight is None:
             return logits
         if candidate_popularity is None:
             raise ValueError("This model scores with a popularity prior (popularity_weight is set): pass "
                              "candidate_popularity, each candidate's count in the training histories (0 for an item "
                              "never seen), shaped like the candidates.")
-        prior = self.popularity_weight * torch.log1p(candidate_popularity.to(logits.device, logits.dtype).clamp(min=0))
+        prior = self.popularity_weight * log_popularity(candidate_popularity.to(logits.device, logits.dtype))
         return logits + (prior if prior.dim() == 2 else prior.unsqueeze(0))
+
+    def similarity(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """The cosine part of `forward` (before the temperature and the prior), with the same shapes."""
+        queries, candidates = F.normalize(self._centred(queries), dim=-1), F.normalize(self._centred(candidates), dim=-1)
+        if candidates.dim() == 3:
+            return torch.einsum("bd,bcd->bc", queries, candidates)
+        return queries @ candidates.T
+
+
+def log_popularity(counts: torch.Tensor) -> torch.Tensor:
+    """log(1 + count), the prior's feature (negative counts read as 0)."""
+    return torch.log1p(counts.clamp(min=0))
 
 
 def scoring_head(config, hidden_size: int) -> nn.Module:
     """The head a config's scoring form needs (X-Cross and the single-domain recommenders alike)."""
     if config.scoring == "dual":
         return SimilarityHead(config.temperature, config.popularity_weight,
-                              hidden_size if config.center_representations else None)
+                              hidden_size if config.center_representations else None,
+                              None if config.projection_rank is None
+                              else ResidualProjection(hidden_size, config.projection_rank))
     return RecommendationHead(hidden_size)
 
 

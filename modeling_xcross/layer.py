@@ -41,16 +41,23 @@ class XCrossLayer(nn.Module):
     With `normalize_fusion_input`, the head reads every h_m scaled to unit root mean square per token (no weights),
     so the size of z does not depend on the backbone's activation scale (SmolLM2's hidden states reach L1 norms of
     6e4, and one optimizer step on the raw states sent z and the loss off); the refine step still mixes the raw h_m.
+    With `scale_fusion_input` that input is also divided by sqrt(n * d) (unit L2 norm per token): unscaled, its n * d
+    entries sum to about 500 in L1, so one Adam step on W moved z about 500 times as far as one on b and no single
+    learning rate suited both. With `fusion_bound` c, z = c * tanh((W h + b) / c): the same z near zero (the identity
+    at initialisation holds), and no step can send a stream's mixing weights beyond c.
     """
 
     def __init__(self, block: nn.Module, num_streams: int, hidden_size: int, integrated: bool, beta: float,
-                 gamma: float, normalize_fusion_input: bool = False):
+                 gamma: float, normalize_fusion_input: bool = False, scale_fusion_input: bool = False,
+                 fusion_bound: float | None = None):
         super().__init__()
         self.block = block
         self.num_streams = num_streams
         self.beta = float(beta)
         self.gamma = float(gamma)
         self.normalize_fusion_input = normalize_fusion_input
+        self.fusion_input_scale = (num_streams * hidden_size) ** -0.5 if scale_fusion_input else None
+        self.fusion_bound = None if fusion_bound is None else float(fusion_bound)
         self.fusion_head = None
         if integrated:
             weight = block.parameters().__next__()
@@ -80,7 +87,11 @@ class XCrossLayer(nn.Module):
         inputs = streams
         if self.normalize_fusion_input:
             inputs = streams * torch.rsqrt(streams.float().pow(2).mean(dim=-1, keepdim=True) + 1e-6).to(streams.dtype)
+        if self.fusion_input_scale is not None:
+            inputs = inputs * self.fusion_input_scale
         fusion_weights = torch.bmm(inputs, weight_blocks).sum(dim=0) + self.fusion_head.bias
+        if self.fusion_bound is not None:
+            fusion_weights = self.fusion_bound * torch.tanh(fusion_weights / self.fusion_bound)
         fusion_weights = fusion_weights.view(-1, n, 2, n - 1)
         refined = refine_streams(streams, fusion_weights, self.beta, self.gamma, self.other_index)
         return refined.reshape(hidden_states.shape), fusion_weights.view(-1, *hidden_states.shape[1:-1], n, 2, n - 1)

@@ -76,6 +76,7 @@ class RecommenderConfig(SavedScoringDefaults, PreTrainedConfig):
     history_encoding: str = XCrossConfig.history_encoding
     history_decay: float | int = XCrossConfig.history_decay
     popularity_weight: float | int | None = XCrossConfig.popularity_weight
+    projection_rank: int | None = XCrossConfig.projection_rank
     center_representations: bool = False
     max_length: int = XCrossConfig.max_length
     kind: str = LORA_RECOMMENDER_KIND

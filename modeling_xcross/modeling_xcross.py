@@ -101,7 +101,8 @@ class XCrossModel(XCrossPreTrainedModel):
             integrated = index in fused and len(specs) > 1
             layers[index] = XCrossLayer(block, len(specs), config.hidden_size, integrated=integrated,
                                         beta=config.beta, gamma=config.gamma,
-                                        normalize_fusion_input=config.normalize_fusion_input)
+                                        normalize_fusion_input=config.normalize_fusion_input,
+                                        scale_fusion_input=config.scale_fusion_input, fusion_bound=config.fusion_bound)
         self.backbone = backbone
         self.domain_weights = nn.Parameter(torch.empty(len(specs)))
         # The tokenizer save_pretrained writes; read from the base reference when unset.
@@ -114,6 +115,17 @@ class XCrossModel(XCrossPreTrainedModel):
         self.backbone.requires_grad_(False)
         for fusion_head in self.fusion_heads:
             fusion_head.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "XCrossModel":
+        """Train mode for what trains; the frozen base and adapters stay in eval mode (no dropout) unless
+        `config.stream_dropout`: each stream would draw its own dropout mask, and the fusion heads, which read the
+        differences between streams, would learn from noise that evaluation does not have."""
+        super().train(mode)
+        if mode and not self.config.stream_dropout:
+            self.backbone.eval()
+            for layer in self.layers:  # the block's own flag only: it is what turns activation checkpointing on
+                layer.block.training = True
+        return self
 
     def extra_repr(self) -> str:
         weights = ", ".join(f"{name}={weight:.4g}" for name, weight in zip(self.adapter_names, self.domain_weights))

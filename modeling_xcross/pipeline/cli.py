@@ -33,8 +33,8 @@ from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
 from .comparison import ComparisonError, compare
 from .data import DEFAULT_DATA_DIR, MIN_HISTORY, DataError
-from .domain_ranking import recommend_from_dir
-from .interactions import SPLITS, InteractionColumns, read_interactions, write_domain
+from .domain_ranking import SemicolonHistory, recommend_from_dir
+from .interactions import SPLITS, InteractionColumns, check_output_dir, read_interactions, write_domain
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
 from .user_batches import NEGATIVE_MODES
@@ -49,6 +49,11 @@ DEFAULT_EPOCHS = 20.0
 # item histories, no --in-batch-negatives), per-example elsewhere; and the examples per batch that suit each path.
 DEFAULT_NEGATIVES = "in-batch-logq"
 DEFAULT_BATCH_SIZE = {"user batches": 32, "per-example": 8}
+# Chosen on validation users (research/results/ablation/): hold the rate after a short warm-up and let early stopping
+# end the run; the dual head's residual projection and its start chosen on the validation users.
+DEFAULT_LR_SCHEDULER = "constant_with_warmup"
+DEFAULT_WARMUP_STEPS = 50
+DEFAULT_PROJECTION_RANK = XCrossConfig.projection_rank
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
 # exceptions (a bare ValueError among them) are bugs and keep their traceback.
@@ -105,6 +110,10 @@ def _weight_or_none(text: str) -> float | None:
     return None if text.lower() == "none" else _finite_float(text)
 
 
+def _rank_or_none(text: str) -> int | None:
+    return None if text.lower() == "none" else _positive_int(text)
+
+
 def _label_and_dir(text: str) -> tuple[str, Path]:
     label, separator, directory = text.partition("=")
     if not separator or not label or not directory:
@@ -112,7 +121,8 @@ def _label_and_dir(text: str) -> tuple[str, Path]:
     return label, Path(directory)
 
 
-def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
+def _common(parser: argparse.ArgumentParser, evaluating: bool = False, max_length: int | None = 128) -> None:
+    """The options every command but `compare`, `prepare` and `recommend` takes; `max_length` None: the model's."""
     parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
                         help="folder holding one folder per domain (meta_data.json, smap.json, train.json, "
@@ -123,8 +133,12 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                         help="train users held out for validation (early stopping); default: %(default)s")
     parser.add_argument("--eval-batch-size", type=_positive_int, default=4,
                         help="users per evaluation batch (each has 30 candidates); default: %(default)s")
-    parser.add_argument("--max-length", type=_positive_int, default=128,
-                        help="tokens per prompt; the oldest history is truncated first; default: %(default)s")
+    if max_length is None:
+        parser.add_argument("--max-length", type=_positive_int, default=None,
+                            help="tokens per prompt; default: the model's own, as it was trained")
+    else:
+        parser.add_argument("--max-length", type=_positive_int, default=max_length,
+                            help="tokens per prompt; the oldest history is truncated first; default: %(default)s")
     parser.add_argument("--seed", type=_seed, default=42,
                         help="seed of the user split, candidate lists, initialisation and data order; "
                              "default: %(default)s")
@@ -156,6 +170,11 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
                              "(uniform, in-batch-logq), resampled each epoch; default: %(default)s")
     parser.add_argument("--learning-rate", type=_positive_float, default=5e-4,
                         help="AdamW learning rate; default: %(default)s")
+    parser.add_argument("--lr-scheduler", choices=("constant_with_warmup", "linear"), default=DEFAULT_LR_SCHEDULER,
+                        help="constant_with_warmup: the rate rises over --warmup-steps, then holds, and early stopping "
+                             "ends the run; linear: it decays to zero over --epochs; default: %(default)s")
+    parser.add_argument("--warmup-steps", type=int, default=DEFAULT_WARMUP_STEPS,
+                        help="optimizer steps of linear warm-up; default: %(default)s")
     parser.add_argument("--patience", type=_positive_int, default=2,
                         help="evaluations without a better validation MRR before stopping early; default: %(default)s")
     parser.add_argument("--save-steps", type=_positive_int, default=None,
@@ -167,6 +186,14 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False) -> None:
     parser.add_argument("--pooling", choices=POOLING_MODES, default=None,
                         help="token pooling; default: mean for dual scoring, else cls (encoders) / last (decoders)")
     _dual_scoring(parser)
+    parser.add_argument("--projection-rank", type=_rank_or_none, default=DEFAULT_PROJECTION_RANK,
+                        help="dual scoring: rank of the head's residual projection of every representation (the "
+                             "identity at initialisation, trained); 'none' for none; default: %(default)s")
+    parser.add_argument("--choose-start", action=argparse.BooleanOptionalAction, default=True,
+                        help="dual scoring with item histories: before training, choose the history decay, the "
+                             "prior weight and the temperature on the validation users (they replace "
+                             "--history-decay, --popularity-weight and --temperature as the start); default: "
+                             "%(default)s")
     parser.add_argument("--center-representations", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: subtract the train titles' mean representation (untrained model) before "
                              "the cosine, for backbones whose states share one direction (decoders); default: "
@@ -209,8 +236,8 @@ def _rerank_top(parser: argparse.ArgumentParser) -> None:
                              "similarity) retrieves for the model to re-rank; default: %(default)s")
 
 
-def _history(text: str) -> list[str]:
-    titles = [title.strip() for title in text.split(";") if title.strip()]
+def _history(text: str) -> SemicolonHistory:
+    titles = SemicolonHistory(text)
     if not titles:
         raise argparse.ArgumentTypeError("is empty: pass item titles separated by ';', e.g. \"drill; saw blade\"")
     return titles
@@ -262,6 +289,15 @@ def build_parser() -> argparse.ArgumentParser:
                         default=XCrossConfig.normalize_fusion_input,
                         help="the fusion heads read each stream at unit root mean square per token, so z does not "
                              "scale with the backbone's activations; default: %(default)s")
+    xcross.add_argument("--scale-fusion-input", action=argparse.BooleanOptionalAction,
+                        default=XCrossConfig.scale_fusion_input,
+                        help="divide the fusion heads' input by sqrt(n * d), so that W and b move z alike per step; "
+                             "default: %(default)s")
+    xcross.add_argument("--fusion-bound", type=_weight_or_none, default=XCrossConfig.fusion_bound,
+                        help="z = c * tanh((W h + b) / c) with this c; 'none' for unbounded z; default: %(default)s")
+    xcross.add_argument("--stream-dropout", action=argparse.BooleanOptionalAction, default=XCrossConfig.stream_dropout,
+                        help="run the frozen base and adapters with the base's dropout in training (each stream its "
+                             "own mask); default: %(default)s")
     xcross.add_argument("--beta", type=_finite_float, default=1.0,
                         help="weight of the cross-domain scaling term of the refine step; default: %(default)s")
     xcross.add_argument("--gamma", type=_finite_float, default=1.0,
@@ -306,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--domain", required=True, help="domain folder name under --data-dir")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test",
                           help="test users, or the validation users held out from train users; default: %(default)s")
-    _common(evaluate, evaluating=True)
+    _common(evaluate, evaluating=True, max_length=None)
     _rerank_top(evaluate)
 
     recommend = commands.add_parser("recommend", help="the top items of a domain's whole catalogue for a history, "
@@ -345,12 +381,18 @@ def _prepare(commands) -> None:
     prepare.add_argument("--items", required=True, type=Path, help="table of (item, title) rows: .csv, .jsonl or "
                          ".parquet")
     prepare.add_argument("--output-dir", required=True, type=Path,
-                         help="the domain folder to write: pass its parent as --data-dir and its name as --domain")
+                         help="the domain folder to write: pass its parent as --data-dir and its name as --domain; "
+                              "refused when it already holds files, unless --overwrite")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="replace the domain files of an --output-dir that already holds files")
+    prepare.add_argument("--encoding", default="utf-8",
+                         help="text encoding of CSV and JSON Lines files (e.g. latin-1); default: %(default)s")
     defaults = InteractionColumns()
     prepare.add_argument("--user-column", default=defaults.user, help="default: %(default)s")
     prepare.add_argument("--item-column", default=defaults.item, help="default: %(default)s")
     prepare.add_argument("--time-column", default=defaults.timestamp,
-                         help="numbers (e.g. Unix seconds) or ISO 8601 text; default: %(default)s")
+                         help="all numbers (e.g. Unix seconds) or all ISO 8601 text (zone-less times read as UTC); "
+                              "default: %(default)s")
     prepare.add_argument("--title-column", default=defaults.title, help="in --items; default: %(default)s")
     prepare.add_argument("--items-item-column", default=None,
                          help="the item column of --items; default: the same as --item-column")
@@ -391,7 +433,8 @@ def _dual_settings(args: argparse.Namespace, negatives: str) -> dict:
         return {}
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
             "popularity_weight": args.popularity_weight, "center_representations": args.center_representations,
-            "negatives": negatives}
+            "negatives": negatives, "projection_rank": args.projection_rank,
+            "choose_start": args.choose_start and args.history_encoding == "items"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "prepare":
             columns = InteractionColumns(args.user_column, args.item_column, args.time_column, args.title_column,
                                          args.items_item_column)
+            check_output_dir(args.output_dir, args.overwrite)
             domain = read_interactions(args.interactions, args.items, columns, args.min_interactions,
-                                       args.test_fraction, args.split, args.seed)
+                                       args.test_fraction, args.split, args.seed, args.encoding)
             write_domain(domain, args.output_dir)
             print(f"{args.output_dir}: {domain.summary()}")
             return 0
@@ -444,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
             **_dual_settings(args, negatives),
             fusion_learning_rate=getattr(args, "fusion_learning_rate", None),
             normalize_fusion_input=getattr(args, "normalize_fusion_input", False), full_ranking=args.full_ranking,
-            rerank_top=args.rerank_top)
+            rerank_top=args.rerank_top, lr_scheduler=args.lr_scheduler, warmup_steps=args.warmup_steps,
+            scale_fusion_input=getattr(args, "scale_fusion_input", False),
+            fusion_bound=getattr(args, "fusion_bound", None), stream_dropout=getattr(args, "stream_dropout", True))
         train(settings)
     except USER_ERRORS as error:
         if args.debug:

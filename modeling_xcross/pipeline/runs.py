@@ -8,12 +8,12 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..checkpoint import WEIGHTS_NAME, atomic_write
+from ..checkpoint import WEIGHTS_NAME, atomic_write, read_json
 from ..errors import XCrossError
 from ..auto_loading import load_popularity, load_trained_model, save_popularity
 from ..inference.catalogue import DEFAULT_RERANK_TOP
 from ..inference.encoding import fit_center
-from ..inference.model_inputs import collator_settings
+from ..inference.model_inputs import model_collator
 from ..inference.scoring import candidate_scores
 from ..lora_recommender import LoraRecommender
 from ..packaged_models import canonical_model_name
@@ -23,7 +23,9 @@ from .domain_ranking import model_full_ranking
 from .metrics import METRIC_KEYS, load_ranking_metric
 from .models import build_head_recommender, build_xcross, collator_for
 from .resume import ExactResume, finish_from, last_complete_checkpoint, training_ended_at
+from .run_lock import lock_output_dir
 from .samples import EvalSamples, TrainSamples, title_counts
+from .head_start import choose_head_start
 from .starting_point import keep_better, record_starting_point, starting_weights
 from .trainer import check_ranks_agree, leave_process_group, make_trainer, training_arguments, world_rank
 from .user_batches import SHARED_NEGATIVE_MODES, UserBatchCollator, UserBatches
@@ -78,6 +80,14 @@ class RunSettings:
     center_representations: bool = False  # dual scoring: subtract the train titles' mean representation
     full_ranking: bool = False  # also rank each test user's true item among every item of the domain
     rerank_top: int = DEFAULT_RERANK_TOP  # cross scoring, full ranking: items the first stage hands on
+    # Added with issue 39; the defaults here are what runs recorded before them had.
+    lr_scheduler: str = "linear"  # or "constant_with_warmup": hold the rate, early stopping ends the run
+    warmup_steps: int = 0
+    projection_rank: int | None = None  # dual scoring: the head's residual projection
+    scale_fusion_input: bool = False  # X-Cross (`train` only): fusion input / sqrt(n * d)
+    fusion_bound: float | None = None  # X-Cross (`train` only): z = c * tanh(. / c)
+    stream_dropout: bool = True  # X-Cross (`train` only): the frozen streams with the base's dropout in training
+    choose_start: bool = False  # dual scoring: the head's start chosen on the validation users (head_start.py)
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -89,7 +99,7 @@ def prepare_output_dir(settings: RunSettings) -> str | None:
     if world_rank() != 0:  # rank 0 checks and records; the others would race with its writes
         return last_complete_checkpoint(output_dir, remove_incomplete=False)
     if settings_file.is_file():
-        previous = json.loads(settings_file.read_text())
+        previous = read_json(settings_file)
         # A setting added after that run was recorded had its default there.
         defaults = {item.name: item.default for item in fields(RunSettings) if item.default is not MISSING}
         differing = sorted(key for key in current if key not in RESUMABLE_SETTINGS
@@ -132,7 +142,7 @@ def scoring_settings(settings: RunSettings) -> dict:
     return {"scoring": settings.scoring, "pooling": settings.pooling, "temperature": settings.temperature,
             "history_encoding": settings.history_encoding, "history_decay": settings.history_decay,
             "popularity_weight": settings.popularity_weight, "center_representations": settings.center_representations,
-            "max_length": settings.max_length}
+            "projection_rank": settings.projection_rank, "max_length": settings.max_length}
 
 
 def build_model(settings: RunSettings):
@@ -141,7 +151,9 @@ def build_model(settings: RunSettings):
     scoring = scoring_settings(settings)
     if settings.command == "train":
         return build_xcross(settings.backbone, sources, beta=settings.beta, gamma=settings.gamma,
-                            normalize_fusion_input=settings.normalize_fusion_input, **scoring)
+                            normalize_fusion_input=settings.normalize_fusion_input,
+                            scale_fusion_input=settings.scale_fusion_input, fusion_bound=settings.fusion_bound,
+                            stream_dropout=settings.stream_dropout, **scoring)
     if settings.command == "train-head":
         return build_head_recommender(settings.backbone, sources, settings.seed, **scoring)
     return LoraRecommender.create(settings.backbone, r=settings.lora_r, lora_alpha=settings.lora_alpha,
@@ -170,15 +182,19 @@ def train(settings: RunSettings, callbacks=()) -> dict:
         print(f"[model] representation centre set from the train titles (norm {center.norm():.3g})")
     popularity = title_counts(domain, users["train"]) if settings.popularity_weight is not None else None
     # Only now that the inputs are known to be usable does the output dir record this run.
+    _lock = lock_output_dir(output_dir)  # held until train returns: one training per output dir
     resume_from = prepare_output_dir(settings)
     validation_path = output_dir / f"candidates_validation_{len(users['validation'])}users_seed{settings.seed}.json"
     # Only rank 0 writes into the output dir: another rank's file there would make rank 0's check of the dir fail.
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
                                                     validation_path, store=world_rank() == 0), popularity)
+    head_start = (choose_head_start(model, collator, [validation[index] for index in range(len(validation))])
+                  if settings.choose_start else None)
     user_batches = settings.negatives in SHARED_NEGATIVE_MODES
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=1 if user_batches else settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,
-                              seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps)
+                              seed=settings.seed, save_steps=settings.save_steps, max_steps=settings.max_steps,
+                              lr_scheduler=settings.lr_scheduler, warmup_steps=settings.warmup_steps)
     if user_batches:  # each item is a whole batch of about --batch-size examples
         samples = UserBatches(domain, users["train"], settings.batch_size, settings.negatives,
                               settings.train_negatives, settings.seed, settings.train_positions, popularity)
@@ -226,6 +242,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     metrics.update(split="test", num_users=len(users["test"]), best_validation_mrr=best,
                    starting_validation_mrr=start.validation_mrr if start else None, kept_starting_point=kept_start,
                    trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                   epochs_run=round(trainer.state.epoch or 0.0, 3),
+                   head_start=None if head_start is None else head_start.to_dict(),
                    weights_digest_by_rank=digests, wall_time_s=round(time.time() - started, 1),
                    settings=asdict(settings))
     write_metrics(output_dir, metrics)
@@ -234,15 +252,18 @@ def train(settings: RunSettings, callbacks=()) -> dict:
 
 
 def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str, max_eval_users: int | None,
-                   val_users: int, seed: int, batch_size: int, max_length: int, full_ranking: bool = False,
-                   rerank_top: int = DEFAULT_RERANK_TOP) -> dict:
+                   val_users: int, seed: int, batch_size: int, max_length: int | None = None,
+                   full_ranking: bool = False, rerank_top: int = DEFAULT_RERANK_TOP) -> dict:
     """Score a trained model on a domain's fixed candidate lists (and with `full_ranking` over the whole
-    catalogue); metrics.json goes into `model_dir/eval_<domain>_<split>`."""
+    catalogue); metrics.json goes into `model_dir/eval_<domain>_<split>`. The model is read as it was trained: its
+    own tokenizer, prompt form and max length (`max_length`, when given, overrides the last, and says so)."""
     started = time.time()
-    model, backbone = load_trained_model(model_dir)
+    model, _ = load_trained_model(model_dir)
     domain = load_domain(data_dir, domain_name)
     print(domain.summary())
-    collator = collator_for(backbone, max_length, domain.titles.values(), **collator_settings(model))
+    if max_length is not None and max_length != model.config.max_length:
+        print(f"[evaluate] --max-length {max_length} overrides the model's own {model.config.max_length}")
+    collator = model_collator(model, max_length)
     popularity = load_popularity(model_dir) if model.config.popularity_weight is not None else None
     users = split_users(domain, val_users, seed, max_test_users=max_eval_users)
     chosen = users[split][:max_eval_users]
@@ -254,9 +275,8 @@ def evaluate_model(model_dir: Path, data_dir: str, domain_name: str, split: str,
     samples = EvalSamples(domain, eval_lists_for(domain, split, chosen, seed, path), popularity)
     metrics = score(model, collator, samples, batch_size)
     if full_ranking:
-        # Read as `recommend` reads the model (its own tokenizer and max_length), so the two share its item cache.
-        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, rerank_top=rerank_top,
-                                                     cache_dir=model_dir, popularity=popularity)
+        metrics["full_ranking"] = model_full_ranking(model, domain, split, chosen, collator=collator,
+                                                     rerank_top=rerank_top, cache_dir=model_dir, popularity=popularity)
     metrics.update(split=split, domain=domain_name, num_users=len(chosen), model_dir=str(model_dir),
                    wall_time_s=round(time.time() - started, 1), seed=seed)
     write_metrics(output_dir, metrics)

@@ -96,8 +96,10 @@ class RecommenderTrainer(Trainer):
 
 def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval_batch_size: int,
                        learning_rate: float, seed: int, save_steps: int | None = None,
-                       max_steps: int = -1) -> TrainingArguments:
-    """Evaluate and save every epoch (or every `save_steps`), keep the best by validation MRR."""
+                       max_steps: int = -1, lr_scheduler: str = "linear", warmup_steps: int = 0) -> TrainingArguments:
+    """Evaluate and save every epoch (or every `save_steps`), keep the best by validation MRR. `lr_scheduler`
+    `"constant_with_warmup"` holds the rate after `warmup_steps` and leaves the stop to early stopping; `"linear"`
+    decays it to zero over `epochs` (with 20 epochs as an upper bound, it decays whatever the stop)."""
     strategy = "steps" if save_steps else "epoch"
     return TrainingArguments(
         output_dir=str(output_dir),
@@ -106,7 +108,8 @@ def training_arguments(output_dir: Path, *, epochs: float, batch_size: int, eval
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=eval_batch_size,
         learning_rate=learning_rate,
-        warmup_steps=0,
+        lr_scheduler_type=lr_scheduler,
+        warmup_steps=warmup_steps,
         weight_decay=0.0,
         eval_strategy=strategy,
         save_strategy=strategy,

@@ -36,7 +36,7 @@ def models(tiny_backbone, tmp_path_factory):
     for scoring in ("dual", "cross"):
         model = XCrossForSequentialRecommendation.from_adapters(tiny_backbone, adapters, scoring=scoring, max_length=32,
                                                                 temperature=0.05, history_encoding="text", history_decay=1.0,
-                                                                popularity_weight=None)
+                                                                popularity_weight=None, projection_rank=None)
         randomize_integrator(model)
         if scoring == "cross":  # a head that spreads the scores, as a trained one does (init: std 0.02)
             with torch.no_grad():
@@ -231,8 +231,10 @@ def test_cli_recommend_prints_a_table_and_json(model_dir, data_dir, capsys):
     assert [line.split()[2] for line in table[1:]] == [str(entry["item_id"]) for entry in listed], \
         "the same history given as titles"
     assert domain.titles[listed[0]["item_id"]] in table[1]
-    if held_out in [entry["item_id"] for entry in listed]:
-        assert any("held-out next item" in line for line in table)
+    assert not any("held-out next item" in line for line in table), "a history given as titles has none"
+    assert main([*common, "--user", user, "--top-k", "5"]) == 0
+    marked = [line for line in capsys.readouterr().out.splitlines() if "held-out next item" in line]
+    assert len(marked) == (held_out in [entry["item_id"] for entry in listed])
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -93,7 +93,11 @@ def reference_forward(tiny, model, input_ids, names, beta, gamma):
         head_inputs = outputs
         if model.config.normalize_fusion_input:  # each stream at unit root mean square per token (the default)
             head_inputs = [h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + 1e-6) for h in outputs]
+        if model.config.scale_fusion_input:  # then the whole input at unit L2 norm (the default)
+            head_inputs = [h / (n * h.shape[-1]) ** 0.5 for h in head_inputs]
         z = model.fusion_heads[index](torch.cat(head_inputs, dim=-1)).view(*outputs[0].shape[:2], n, 2, n - 1)
+        if model.config.fusion_bound is not None:  # z = c tanh(. / c) (the default c = 1)
+            z = model.config.fusion_bound * torch.tanh(z / model.config.fusion_bound)
         refined = []
         for m in range(n):
             others = [other for other in range(n) if other != m]

@@ -39,10 +39,13 @@ def test_saved_adapter_loads_into_xcross_and_matches_the_recommender(adapters, t
     recommender = LoraRecommender.from_pretrained(adapters / "toys")
     assert (recommender.scoring, recommender.pooling) == ("dual", "mean"), "the CLI's default scoring"
     config = recommender.config
-    assert (config.history_encoding, config.popularity_weight) == ("items", 1.0), "the CLI's default dual settings"
+    # The CLI's default dual settings: item histories, a prior and a projection (the start chosen on validation users
+    # sets the prior's weight, the decay and the temperature).
+    assert (config.history_encoding, config.popularity_weight is not None, config.projection_rank) == ("items", True, 16)
     xcross = XCrossForSequentialRecommendation.from_adapters(
         tiny_backbone, {"toys": adapters / "toys"}, scoring="dual", history_encoding=config.history_encoding,
-        history_decay=config.history_decay, popularity_weight=config.popularity_weight, temperature=0.05).eval()
+        history_decay=config.history_decay, popularity_weight=config.popularity_weight, temperature=0.05,
+        projection_rank=config.projection_rank).eval()
     xcross.head.load_state_dict(recommender.head.state_dict())
     # Two histories of 3 and 2 items (5 item titles), 3 candidates each with their counts.
     inputs = {"input_ids": torch.randint(5, 80, (5, 10)), "candidate_input_ids": torch.randint(5, 80, (2, 3, 6)),

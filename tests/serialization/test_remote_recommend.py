@@ -54,8 +54,12 @@ def pushed(request, hub, tmp_path):
         api.upload_folder(repo_id=repo, folder_path=folder)
     model = XCrossForSequentialRecommendation.from_adapters(
         "org/tiny-bert", {"toys": "org/toys-lora", "tools": "org/tools-lora"}, scoring=scoring, max_length=32,
-        temperature=0.05, history_encoding="text", history_decay=1.0, popularity_weight=None)
+        temperature=0.05, history_encoding="text", history_decay=1.0, popularity_weight=None,
+        projection_rank=None if scoring == "cross" else 4)
     randomize_integrator(model, seed=3)
+    if scoring == "dual":  # a trained projection: the remote code must apply it as the package does
+        with torch.no_grad():
+            model.head.projection.up.weight.normal_(0.0, 0.3)
     if scoring == "cross":  # a head that spreads the scores, as a trained one does (init: std 0.02)
         with torch.no_grad():
             for parameter in model.head.parameters():
