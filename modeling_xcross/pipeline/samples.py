@@ -22,6 +22,11 @@ from .data import DomainData
 TRAIN_POSITIONS = ("last", "all")
 
 
+def training_positions(history: list[int], positions: str) -> list[int]:
+    """The prefix lengths whose last item is a target: every position t >= 1 (`"all"`), or only the last."""
+    return list(range(2, len(history) + 1)) if positions == "all" else [len(history)]
+
+
 def title_counts(domain: DomainData, users: list[str]) -> Counter:
     """How often each title occurs in the train histories of `users`: the popularity a dual model's prior reads."""
     return Counter(domain.titles[item] for user in users for item in domain.train[user])
@@ -52,9 +57,7 @@ class TrainSamples(Dataset):
         self.popularity = popularity
         self.items = domain.item_ids
         # (user, length of the history prefix whose last item is the target)
-        self.examples = [(user, end) for user in users
-                         for end in (range(2, len(domain.train[user]) + 1) if positions == "all"
-                                     else [len(domain.train[user])])]
+        self.examples = [(user, end) for user in users for end in training_positions(domain.train[user], positions)]
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 from ..head import history_query
 from .candidates import sample_negatives
 from .data import DataError, DomainData
-from .samples import TRAIN_POSITIONS, title_counts
+from .samples import TRAIN_POSITIONS, title_counts, training_positions
 
 # `per-example`: today's path, 7 negatives of each example's own (`TrainSamples`); the others train on user batches.
 NEGATIVE_MODES = ("per-example", "uniform", "in-batch-logq", "full")
@@ -41,11 +41,6 @@ SHARED_NEGATIVE_MODES = NEGATIVE_MODES[1:]
 TITLES_PER_CHUNK = 32
 # The key of a distinct-title batch (`RecommenderTrainer.compute_loss` tells the two kinds of batch apart by it).
 TITLE_CHUNKS = "title_chunks"
-
-
-def training_positions(history: list[int], positions: str) -> list[int]:
-    """The prefix lengths whose last item is a target: every position t >= 1 (`"all"`), or only the last."""
-    return list(range(2, len(history) + 1)) if positions == "all" else [len(history)]
 
 
 def group_users(domain: DomainData, users: list[str], batch_size: int, positions: str, seed: int) -> list[list[str]]:
