@@ -2,7 +2,7 @@
 
     python -m research.ablation --dry-run                      # the runs and their commands
     python -m research.ablation --runs Tools/all,Tools/before  # run some (a run with a record is skipped)
-    python -m research.ablation --report                       # research/results/ablation/results.md + plot
+    python -m research.ablation --report                       # the table; research/results/ablation/ablation.png
 
 Rows (X-Cross unless named LoRA): `before` is the dual form as it was (the frozen streams with dropout, the fusion
 input unscaled and z unbounded, the rate decaying linearly to zero, fusion heads at 1e-5, no head projection, the
@@ -97,7 +97,8 @@ def run(target: str, row: str, data_dir: str) -> None:
 
 
 def report() -> str:
-    records = [json.loads(path.read_text()) for path in sorted(RECORDS.glob("*.json"))]
+    records = [json.loads(path.read_text()) for path in sorted(RECORDS.glob("*.json"))
+               if not path.name.startswith("new_domain")]
     order = list(rows())
     lines = ["| target | row | validation MRR, start | validation MRR, best | epochs | test MRR (start) | "
              "trainable | wall s |", "|---|---|---|---|---|---|---|---|"]
@@ -110,6 +111,33 @@ def report() -> str:
     return "\n".join(lines)
 
 
+def plot(path: Path) -> None:
+    """Validation MRR per row and target: the start (light) and the best checkpoint (dark), one panel per target."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(record.read_text()) for record in sorted(RECORDS.glob("*.json"))
+               if not record.name.startswith("new_domain")]
+    targets = sorted({record["target"] for record in records})
+    if not targets:
+        return
+    figure, axes = plt.subplots(1, len(targets), figsize=(6 * len(targets), 4), squeeze=False)
+    for axis, target in zip(axes[0], targets):
+        done = {record["row"]: record for record in records if record["target"] == target}
+        names = [row for row in rows() if row in done]
+        starts = [done[row]["validation_mrr_start"] for row in names]
+        bests = [max(done[row]["validation_mrr_best"] or 0.0, done[row]["validation_mrr_start"]) for row in names]
+        axis.barh(names, bests, color="tab:blue", label="best checkpoint (or the start, when kept)")
+        axis.barh(names, starts, color="tab:blue", alpha=0.35, label="start (untrained)")
+        axis.set_xlim(min(starts) - 0.02, max(bests) + 0.01)
+        axis.invert_yaxis()
+        axis.set_title(f"{target}: validation MRR")
+        axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=lambda text: text.split(","), default=[],
@@ -120,6 +148,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.report:
         print(report())
+        plot(RECORDS / "ablation.png")
         return 0
     for run_id in args.runs or ([f"{target}/{row}" for target in SOURCES for row in rows()] if args.dry_run else []):
         target, _, row = run_id.partition("/")
