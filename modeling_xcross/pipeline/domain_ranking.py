@@ -1,5 +1,8 @@
-"""Ranking a domain's whole catalogue: `xcross recommend` for a history or a test user, and the full-ranking
-evaluation (each user's true next item among every item of the domain outside its history)."""
+"""Ranking a domain's whole catalogue: `xcross recommend` for a history or a user of the domain, and the full-ranking
+evaluation (each user's true next item among every item of the domain outside its history).
+
+A recommendation names items by the domain's own ids (smap.json's keys: a shop's SKUs, the Amazon asins), and takes
+them in a history, so that the ids a shop writes are the ids it reads back."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,14 +25,42 @@ from .ranking_metrics.ranking_metrics import metrics_of_ranks
 FULL_RANKING_AT = 10
 
 
-def user_history(domain: DomainData, user: str) -> tuple[list[int], int]:
-    """A test user's history (test.json without its last item) and that held-out last item."""
-    if user not in domain.test:
-        examples = ", ".join(sorted(domain.test)[:3])
-        raise DataError(f"User {user!r} is not a test user of {domain.name} (test.json, {len(domain.test)} usable "
-                        f"users, e.g. {examples}); pass one of them, or the history itself with --history.")
-    *history, held_out = domain.test[user]
-    return history, held_out
+def user_history(domain: DomainData, user: str) -> tuple[list[int], int | None]:
+    """A user's history and its held-out item: a test user's test.json history without its last item, which is
+    held out; a train user's whole train.json history, with none held out."""
+    if user in domain.test:
+        *history, held_out = domain.test[user]
+        return history, held_out
+    if user in domain.train:
+        return domain.train[user], None
+    examples = ", ".join([*list(domain.train)[:2], *list(domain.test)[:2]])
+    raise DataError(f"User {user!r} is not a user of {domain.name} (train.json and test.json, {len(domain.train)} + "
+                    f"{len(domain.test)} usable users, e.g. {examples}); pass one of them, or the history itself with "
+                    "--history.")
+
+
+def shop_history(domain: DomainData, history: Sequence) -> list:
+    """A history with each of the domain's own ids (a string that is a key of smap.json) read as its item; integer
+    item ids and other strings (titles) as they are."""
+    return [domain.item_of(item) if isinstance(item, str) and domain.item_of(item) is not None else item
+            for item in history]
+
+
+def history_of_ids(domain: DomainData, ids: Sequence[str]) -> list[int]:
+    """`--history-ids`: the domain's own item ids (an Amazon asin, a shop's SKU), or its integer item ids as text
+    where no own id reads the same."""
+    items = []
+    for given in ids:
+        item = domain.item_of(given)
+        if item is None and given.strip().isdigit() and int(given) in domain.titles:
+            item = int(given)
+        if item is None or item not in domain.titles:
+            examples = ", ".join(repr(domain.shop_id(item)) for item in list(domain.titles)[:3])
+            raise DataError(f"--history-ids: {given!r} is not the id of a titled item of {domain.name} (smap.json, "
+                            f"e.g. {examples}); pass the item ids as the domain's data writes them, or titles with "
+                            "--history.")
+        items.append(item)
+    return items
 
 
 class SemicolonHistory(list):
@@ -50,21 +81,29 @@ def refuse_split_title(history: Sequence, catalogue: Catalogue) -> None:
 
 
 def recommend_from_dir(model_dir: str | os.PathLike, data_dir: str | os.PathLike, domain_name: str, *,
-                       history: Sequence | None = None, user: str | None = None, top_k: int = 10,
-                       exclude_history: bool = True,
-                       rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], int | None]:
-    """`xcross recommend`: a trained model's top items of a domain for `history` (titles or item ids) or a test
-    `user`'s history, item vectors cached in `model_dir`; and the user's held-out next item (None for a history).
-    The domain's `[data]` line goes to stderr, so that stdout holds only the recommendations (`--json`)."""
+                       history: Sequence | None = None, item_ids: Sequence[str] | None = None,
+                       user: str | None = None, top_k: int = 10, exclude_history: bool = True,
+                       rerank_top: int = DEFAULT_RERANK_TOP) -> tuple[list[RecommendedItem], str | int | None]:
+    """`xcross recommend`: a trained model's top items of a domain for `history` (titles, the domain's own item ids
+    or its integer ids), `item_ids` (the domain's own ids, `history_of_ids`) or a `user`'s history (`user_history`),
+    item vectors cached in `model_dir`; and the user's held-out next item (None for a history). Items are named by
+    the domain's own ids. The domain's `[data]` line goes to stderr, so that stdout holds only the recommendations
+    (`--json`)."""
     domain = load_domain(data_dir, domain_name)
     print(domain.summary(), file=sys.stderr)
     held_out = None
     if user is not None:
         history, held_out = user_history(domain, user)
+    elif item_ids is not None:
+        history = history_of_ids(domain, item_ids)
+    elif isinstance(history, list) and not isinstance(history, SemicolonHistory):
+        history = shop_history(domain, history)
     model, _ = load_trained_model(Path(model_dir))
     ranker = CatalogueRanker(model, domain, rerank_top=rerank_top, cache_dir=model_dir)
     refuse_split_title(history, ranker.catalogue)
-    return ranker.recommend([history], top_k, exclude_history)[0], held_out
+    items = ranker.recommend([history], top_k, exclude_history)[0]
+    return ([replace(item, item_id=domain.shop_id(item.item_id)) for item in items],
+            None if held_out is None else domain.shop_id(held_out))
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """Your own interactions as a domain folder: a table of (user, item, timestamp) and a table of (item, title), as CSV,
-JSON Lines, Parquet or a `datasets.Dataset`, checked and written in the four-file layout every command reads
-(meta_data.json, smap.json, train.json, test.json; see data.py).
+JSON Lines, Parquet or a `datasets.Dataset`, checked and written in the layout every command reads (meta_data.json,
+smap.json, train.json, test.json, and timestamps.json with each history's times; see data.py).
 
     xcross prepare --interactions events.csv --items items.csv --output-dir data/MyShop
 
 Files are read as text, without type guessing: a CSV cell is a string, so ids `0012` and `12` stay two ids. A time
 column is all numbers (e.g. Unix seconds) or all ISO 8601 text, zone-less times read as UTC, so the order of a
-history does not depend on the machine's time zone. Each user's history is sorted by time. Users are split into train
-and test users by time (the test users are the ones whose last interaction is the latest: train on the past, test on
-the future) or at random. What is dropped (duplicate rows, items without a usable title, users with too few
+history does not depend on the machine's time zone. Each user's history is sorted by time, and the users are written
+in time order of their last interaction, so that "latest" reads time. Users are split into train and test users by
+time (the test users are the ones whose last interaction is the latest: train on the past, test on the future) or at
+random. The ids are kept as written: smap.json maps each item's own id to the integer the folder numbers it with, and
+train.json / test.json are keyed by the users' own ids. What is dropped (duplicate rows, items without a usable title, users with too few
 interactions) is counted and printed; input that cannot be used (an empty, undecodable or damaged file, a missing
 column, an interaction with an item the item table lacks, no usable history) is refused with the file, row or column
 named.
@@ -28,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..checkpoint import atomic_write
-from .data import MIN_HISTORY, DataError, clean_title
+from .data import MIN_HISTORY, TIMES_FILE, DataError, clean_title
 
 SPLITS = ("time", "random")
 TABLE_FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -51,13 +53,14 @@ class InteractionColumns:
 
 @dataclass
 class Domain:
-    """A domain folder's four files' contents and the counts of what was kept and dropped."""
+    """A domain folder's files' contents (`times`: timestamps.json) and the counts of what was kept and dropped."""
 
     meta: dict[str, str]
     smap: dict[str, int]
     train: dict[str, list[int]]
     test: dict[str, list[int]]
     report: Counter = field(default_factory=Counter)
+    times: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> str:
         kept = f"kept {len(self.train)} train users, {len(self.test)} test users, {len(self.smap)} items"
@@ -75,9 +78,9 @@ def number_items(histories: dict[str, list[str]], train_users: list[str], test_u
 
 
 def write_domain(domain: Domain, output_dir: str | Path) -> None:
-    """Write the four files of the domain folder, each atomically."""
+    """Write the files of the domain folder, each atomically."""
     for name, content in (("meta_data.json", domain.meta), ("smap.json", domain.smap),
-                          ("train.json", domain.train), ("test.json", domain.test)):
+                          ("train.json", domain.train), ("test.json", domain.test), (TIMES_FILE, domain.times)):
         atomic_write(Path(output_dir) / name, lambda path, content=content: path.write_text(json.dumps(content),
                                                                                              encoding="utf-8"))
 
@@ -90,8 +93,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:
         raise DataError(f"--output-dir {folder} is a file, not a folder; choose a new folder for the domain.")
     held = sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
     if held and not overwrite:
-        raise DataError(f"--output-dir {folder} already holds files ({', '.join(held[:4])}"
-                        f"{', ...' if len(held) > 4 else ''}); choose a new or empty folder, or pass --overwrite to "
+        raise DataError(f"--output-dir {folder} already holds files ({', '.join(held[:5])}"
+                        f"{', ...' if len(held) > 5 else ''}); choose a new or empty folder, or pass --overwrite to "
                         "replace its domain files.")
 
 
@@ -358,4 +361,12 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
     train_users, test_users = kept[:len(kept) - test_count], kept[len(kept) - test_count:]
     smap, train, test = number_items(histories, sorted(train_users), sorted(test_users))
     report["items dropped: titled but in no kept user's history"] = len(titles) - len(smap)
-    return Domain({item: titles[item] for item in smap}, smap, train, test, +report)
+    times = {user: [time for time, _, _ in sorted(order[user])] for user in kept}
+    return Domain({item: titles[item] for item in smap}, smap, by_last_time(train, times),
+                  by_last_time(test, times), +report, by_last_time(times, times))
+
+
+def by_last_time(users: dict, times: dict[str, list[float]]) -> dict:
+    """`users` ({user: ...}) in time order of each user's last interaction (ties by user id): the file order that
+    everything reading "the latest users" relies on."""
+    return dict(sorted(users.items(), key=lambda pair: (times[pair[0]][-1], pair[0])))

@@ -8,10 +8,11 @@
 - similarity + prior: similarity + w * log(1 + count of the candidate's title), the dual models' popularity prior
   (`SimilarityHead`), with the weight w and the counts' half-life chosen.
 
-The domains list their users in time order (test users after every train user; item ids, given in order of first
-appearance, grow along the file), so the validation users are the LATEST `val_users` train users, and their
-references count the train users before them. The test lists are then scored with the counts of all train users.
-Test users never take part in a choice.
+The validation users are the LATEST `val_users` train users, by the time of their last interaction where the domain
+has timestamps (timestamps.json, written by `xcross prepare`), else by file order (the Amazon domains list their users
+in time order: test users after every train user, item ids growing along the file); their references count the train
+users before them. The test lists are then scored with the counts of all train users. Test users never take part in
+a choice.
 """
 
 from __future__ import annotations
@@ -33,24 +34,35 @@ from .samples import EvalSamples
 
 BEST_REFERENCE = "best-reference"
 REFERENCES = ("popularity", "recency popularity", "similarity", "similarity + prior")
-# Half-lives as fractions of the train users in file order; None: every user counts the same.
+# Half-lives as fractions of the train users' span (of time, else of file order); None: every user counts the same.
 RECENCY_HALF_LIVES = (None, 1.0, 0.5, 0.25, 0.1)
 PRIOR_WEIGHTS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
 
 
 def recency_weights(domain: DomainData, users: list[str], half_life: float | None) -> dict[str, float]:
-    """Each user's weight in the counts, mean 1 over `users`: with `half_life` h, a user at position p of the file's
-    N train users weighs 0.5 ** ((N - 1 - p) / (h * N)), so the weight halves every h of the file before its end;
-    with None, 1 for everyone."""
+    """Each user's weight in the counts, mean 1 over `users`, with `half_life` h: where the domain has timestamps, a
+    user whose last interaction is at t weighs 0.5 ** ((T - t) / (h * S)), T the train users' latest last
+    interaction and S the span of their last interactions, so the weight halves every h of that span; else a user
+    at position p of the file's N train users weighs 0.5 ** ((N - 1 - p) / (h * N)); with None, 1 for everyone."""
     if half_life is None:
         return dict.fromkeys(users, 1.0)
     if not half_life > 0:
         raise ValueError(f"A recency half-life must be a positive fraction of the train users, got {half_life!r}.")
-    position = {user: index for index, user in enumerate(domain.train)}
-    last = len(position) - 1
-    weights = {user: 0.5 ** ((last - position[user]) / (half_life * len(position))) for user in users}
+    age, span = _ages(domain)
+    weights = {user: 0.5 ** (age[user] / (half_life * span)) for user in users}
     scale = len(users) / sum(weights.values())
     return {user: weight * scale for user, weight in weights.items()}
+
+
+def _ages(domain: DomainData) -> tuple[dict[str, float], float]:
+    """Each train user's age (the latest last interaction's time less its own, or its file positions before the
+    last) and the span that ages are fractions of (of time, at least one second; or the number of train users)."""
+    if domain.times:
+        last = {user: domain.times[user][-1] for user in domain.train}
+        latest = max(last.values())
+        return {user: latest - time for user, time in last.items()}, max(latest - min(last.values()), 1.0)
+    count = len(domain.train)
+    return {user: count - 1 - position for position, user in enumerate(domain.train)}, count
 
 
 def weighted_item_counts(domain: DomainData, weights: dict[str, float]) -> Counter:
@@ -72,8 +84,9 @@ def weighted_counts(domain: DomainData, weights: dict[str, float]) -> Counter:
 
 
 def latest_validation_users(domain: DomainData, num_validation: int) -> dict[str, list[str]]:
-    """`validation`: the last `num_validation` train users in file order; `counted`: the train users before them."""
-    ordered = list(domain.train)
+    """`validation`: the `num_validation` train users with the latest last interactions (by timestamps where the
+    domain has them, else the last in file order); `counted`: the train users before them."""
+    ordered = domain.train_users_by_time()
     if not 0 < num_validation < len(ordered):
         raise DataError(f"Domain {domain.name} has {len(ordered)} usable train users; the references need between 1 "
                         f"and {len(ordered) - 1} validation users, got {num_validation}: change --val-users.")
