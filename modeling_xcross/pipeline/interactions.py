@@ -1,8 +1,13 @@
-"""Your own interactions as a domain folder: a table of (user, item, timestamp) and a table of (item, title), as CSV,
-JSON Lines, Parquet or a `datasets.Dataset`, checked and written in the layout every command reads (meta_data.json,
-smap.json, train.json, test.json, and timestamps.json with each history's times; see data.py).
+"""Your own interactions as a domain folder: a table of (user, item, timestamp) and a table of (item, title), checked
+and written in the layout every command reads (meta_data.json, smap.json, train.json, test.json, and timestamps.json
+with each history's times; see data.py).
 
     xcross prepare --interactions events.csv --items items.csv --output-dir data/MyShop
+
+A table is a file: CSV (.csv, or another --delimiter), TSV (.tsv), JSON Lines (.jsonl, .json), Parquet (.parquet),
+RecBole's atomic files (.inter, .item: tab-separated, a `name:type` header), the text ones also compressed (.gz,
+.bz2, .xz); or, in Python, a pandas DataFrame, a `datasets.Dataset`, or a `datasets.DatasetDict` with the split to
+read (`dataset_split`).
 
 Files are read as text, without type guessing: a CSV cell is a string, so ids `0012` and `12` stay two ids. A time
 column is all numbers (e.g. Unix seconds) or all ISO 8601 text, zone-less times read as UTC, so the order of a
@@ -18,10 +23,13 @@ named.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import io
 import json
+import lzma
 import math
 import random
 from collections import Counter, defaultdict
@@ -33,7 +41,16 @@ from ..checkpoint import atomic_write
 from .data import MIN_HISTORY, TIMES_FILE, DataError, clean_title
 
 SPLITS = ("time", "random")
-TABLE_FORMATS = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+TABLE_FORMATS = {".csv": "csv", ".tsv": "csv", ".inter": "atomic", ".item": "atomic", ".jsonl": "json",
+                 ".json": "json", ".parquet": "parquet"}
+# The delimiter of a delimited text file without --delimiter: tabs for TSV and RecBole's atomic files.
+TAB_SEPARATED = (".tsv", ".inter", ".item")
+# Compressed text files, read as the file inside: the suffix before this one names its format.
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# What a damaged compressed file raises while it is read.
+DAMAGED = (OSError, EOFError, lzma.LZMAError)
+# --delimiter's names of characters that are awkward to type.
+DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,7 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:
 
 
 @dataclass
+@dataclass
 class Table:
     """A table's columns as lists of values, and where it comes from (for messages)."""
 
@@ -110,19 +128,69 @@ class Table:
         return len(next(iter(self.columns.values()), []))
 
 
-def _decoded(path: Path, role: str, encoding: str) -> str:
-    """The file's text; one without a byte-order mark reads the same under utf-8 and utf-8-sig."""
+@dataclass(frozen=True)
+class TableFile:
+    """A table file's format suffix (a `TABLE_FORMATS` key) and compression (a `COMPRESSIONS` key, or None): e.g.
+    events.csv.gz is .csv, compressed with .gz."""
+
+    path: Path
+    suffix: str
+    compression: str | None
+
+    @classmethod
+    def of(cls, path: Path, role: str) -> "TableFile":
+        suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+        compression = suffixes.pop() if suffixes and suffixes[-1] in COMPRESSIONS else None
+        if not suffixes or suffixes[-1] not in TABLE_FORMATS:
+            raise DataError(f"The {role} table {path} is not .csv, .jsonl, .json or .parquet, nor .tsv or RecBole's "
+                            ".inter / .item (the text ones may end in .gz, .bz2 or .xz); convert it to one of these, or "
+                            "pass a pandas DataFrame or a datasets.Dataset in Python.")
+        if suffixes[-1] == ".parquet" and compression:
+            raise DataError(f"The {role} table {path} is a compressed Parquet file; Parquet compresses inside the "
+                            "file, so write it as plain .parquet.")
+        return cls(path, suffixes[-1], compression)
+
+    @property
+    def kind(self) -> str:
+        return TABLE_FORMATS[self.suffix]
+
+    def delimiter(self, given: str | None) -> str:
+        """`given`, else the format's own: tabs for .tsv and RecBole's files, else commas."""
+        return given or ("\t" if self.suffix in TAB_SEPARATED else ",")
+
+
+def checked_delimiter(text: str | None) -> str | None:
+    """--delimiter as one character (`\\t`, tab, comma, semicolon, pipe and space name theirs); None: the file's own."""
+    if text is None:
+        return None
+    delimiter = DELIMITER_NAMES.get(text.lower(), text)
+    if len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise DataError(f"--delimiter {text!r} is not one character; pass e.g. ';', '|' or tab (for '\\t').")
+    return delimiter
+
+
+def _decoded(file: TableFile, role: str, encoding: str) -> str:
+    """The file's text (a compressed file's, uncompressed); one without a byte-order mark reads the same under utf-8
+    and utf-8-sig."""
+    opener = COMPRESSIONS.get(file.compression, open)
     try:
-        return path.read_text(encoding="utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding)
+        with opener(file.path, "rt", encoding="utf-8-sig" if codecs.lookup(encoding).name == "utf-8"
+                    else encoding) as handle:
+            return handle.read()
     except UnicodeDecodeError as error:
-        raise DataError(f"The {role} table {path} is not {encoding} text (byte {error.object[error.start]:#04x} at "
-                        f"position {error.start}); save it as UTF-8, or name its encoding with --encoding (e.g. "
-                        "--encoding latin-1).") from error
+        raise DataError(f"The {role} table {file.path} is not {encoding} text (byte "
+                        f"{error.object[error.start]:#04x} at position {error.start}); save it as UTF-8, or name its "
+                        "encoding with --encoding (e.g. --encoding latin-1).") from error
+    except DAMAGED as error:
+        if file.compression is None:
+            raise
+        raise DataError(f"The {role} table {file.path} is not a readable {file.compression} file ({error}): it is "
+                        "truncated or damaged; compress it again.") from error
 
 
-def _read_csv(path: Path, role: str, encoding: str) -> dict[str, list]:
+def _read_csv(path: Path, role: str, text: str, delimiter: str) -> dict[str, list]:
     """Every cell as a string: no type guessing, so `0012` and `12` stay apart."""
-    reader = csv.reader(io.StringIO(_decoded(path, role, encoding), newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader, None)
         if header is None:
@@ -131,13 +199,30 @@ def _read_csv(path: Path, role: str, encoding: str) -> dict[str, list]:
         for row in reader:
             if row and len(row) != len(header):
                 raise DataError(f"The {role} table {path} line {reader.line_num} has {len(row)} fields where the "
-                                f"header has {len(header)}; quote fields that hold commas, or fix that line.")
+                                f"header has {len(header)}; quote fields that hold {_named(delimiter)}s, check "
+                                "--delimiter, or fix that line.")
             if row:
                 rows.append(row)
     except csv.Error as error:
         raise DataError(f"The {role} table {path} line {reader.line_num} is not valid CSV ({error}); fix that "
                         "line.") from error
     return {name: [row[index] for row in rows] for index, name in enumerate(header)}
+
+
+def _named(delimiter: str) -> str:
+    return {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}.get(delimiter, repr(delimiter))
+
+
+def _read_atomic(path: Path, role: str, text: str, delimiter: str) -> dict[str, list]:
+    """RecBole's atomic file: tab-separated, each header field `name:type` (token, token_seq, float, float_seq);
+    the columns are named without their types."""
+    columns = _read_csv(path, role, text, delimiter)
+    untyped = [field for field in columns if ":" not in field]
+    if untyped:
+        raise DataError(f"The {role} table {path} is a RecBole atomic file, but its header field {untyped[0]!r} has "
+                        "no type; write every field as name:type (e.g. user_id:token, timestamp:float), or name the "
+                        "file .tsv.")
+    return {field.rpartition(":")[0]: values for field, values in columns.items()}
 
 
 def _records_to_columns(records: list, path: Path, role: str, line_of) -> dict[str, list]:
@@ -151,9 +236,8 @@ def _records_to_columns(records: list, path: Path, role: str, line_of) -> dict[s
     return {name: [record.get(name) for record in records] for name in names}
 
 
-def _read_json(path: Path, role: str, encoding: str) -> dict[str, list]:
+def _read_json(path: Path, role: str, text: str) -> dict[str, list]:
     """JSON Lines (one object per line), or one JSON list of objects."""
-    text = _decoded(path, role, encoding)
     if not text.strip():
         raise DataError(f"The {role} table {path} is empty; write one JSON object per row.")
     if text.lstrip().startswith("["):
@@ -186,32 +270,57 @@ def _read_parquet(path: Path, role: str) -> dict[str, list]:
                         "damaged; write it again.") from error
 
 
-def read_table(source, role: str, encoding: str = "utf-8") -> Table:
-    """The columns of a `datasets.Dataset`, or of a .csv, .jsonl/.json (JSON Lines, or one list of objects) or
-    .parquet file read in `encoding` (text files); refused in one line when empty, undecodable or damaged."""
-    if not isinstance(source, (str, Path)):
-        from datasets import Dataset  # here: slow to import
+def _in_memory(source, role: str, dataset_split: str | None) -> Table:
+    """The columns of a pandas DataFrame, a `datasets.Dataset`, or a `datasets.DatasetDict`'s `dataset_split` (its
+    only split when None)."""
+    if type(source).__name__ == "DataFrame" and hasattr(source, "columns"):  # pandas, not imported for it
+        return Table("(a DataFrame)", {str(name): source[name].tolist() for name in source.columns})
+    from datasets import Dataset, DatasetDict  # here: slow to import
 
-        if not isinstance(source, Dataset):
-            raise DataError(f"The {role} table is a {type(source).__name__}; pass a file path or a datasets.Dataset.")
-        return Table("(a Dataset)", {name: list(source[name]) for name in source.column_names})
-    path = Path(source)
-    kind = TABLE_FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"The {role} table {path} is not .csv, .jsonl, .json or .parquet; convert it to one of these "
-                        "or pass a datasets.Dataset.")
-    if not path.is_file():
-        raise DataError(f"The {role} table {path} does not exist; check the path.")
-    try:
-        codecs.lookup(encoding)
-    except LookupError as error:
-        raise DataError(f"--encoding {encoding!r} is not a known text encoding; pass e.g. utf-8 or latin-1.") from error
-    columns = (_read_parquet(path, role) if kind == "parquet"
-               else (_read_csv if kind == "csv" else _read_json)(path, role, encoding))
-    table = Table(str(path), columns)
+    if isinstance(source, DatasetDict):
+        splits = ", ".join(map(repr, source))
+        if dataset_split is None and len(source) != 1:
+            raise DataError(f"The {role} table is a DatasetDict with splits {splits}; name the one to read with "
+                            f"dataset_split=, e.g. dataset_split={next(iter(source))!r}.")
+        name = dataset_split if dataset_split is not None else next(iter(source))
+        if name not in source:
+            raise DataError(f"The {role} table is a DatasetDict without a split {name!r} (it has {splits}); pass one "
+                            "of these as dataset_split.")
+        return Table(f"(split {name!r} of a DatasetDict)", source[name].to_dict())
+    if isinstance(source, Dataset):
+        return Table("(a Dataset)", source.to_dict())
+    raise DataError(f"The {role} table is a {type(source).__name__}; pass a file path, a pandas DataFrame, a "
+                    "datasets.Dataset or a datasets.DatasetDict.")
+
+
+def read_table(source, role: str, encoding: str = "utf-8", delimiter: str | None = None,
+               dataset_split: str | None = None) -> Table:
+    """The columns of a table (see the module docstring): a file, text ones read in `encoding` and delimited ones
+    split at `delimiter` (by default tabs for .tsv/.inter/.item, else commas), or a table in memory; refused in one
+    line when empty, undecodable or damaged."""
+    if not isinstance(source, (str, Path)):
+        table = _in_memory(source, role, dataset_split)
+    else:
+        path = Path(source)
+        file = TableFile.of(path, role)
+        if not path.is_file():
+            raise DataError(f"The {role} table {path} does not exist; check the path.")
+        try:
+            codecs.lookup(encoding)
+        except LookupError as error:
+            raise DataError(f"--encoding {encoding!r} is not a known text encoding; pass e.g. utf-8 or latin-1.") \
+                from error
+        if file.kind == "parquet":
+            columns = _read_parquet(path, role)
+        elif file.kind == "json":
+            columns = _read_json(path, role, _decoded(file, role, encoding))
+        else:
+            read = _read_atomic if file.kind == "atomic" else _read_csv
+            columns = read(path, role, _decoded(file, role, encoding), file.delimiter(checked_delimiter(delimiter)))
+        table = Table(str(path), columns)
     if table.rows == 0:
-        raise DataError(f"The {role} table {path} has {'a header but ' if columns else ''}no rows; write at least "
-                        "one row.")
+        raise DataError(f"The {role} table {table.where} has {'a header but ' if table.columns else ''}no rows; write "
+                        "at least one row.")
     return table
 
 
@@ -219,10 +328,20 @@ def _columns(table: Table, options: dict[str, str], role: str) -> list[list]:
     """The named columns' values; `options` maps each column name to the CLI option that sets it."""
     missing = [name for name in options if name not in table.columns]
     if missing:
+        fix = _delimiter_fix(table) or f"name the right one with {', '.join(f'--{options[name]}' for name in missing)}"
         raise DataError(f"The {role} table {table.where} has no column {', '.join(map(repr, missing))} (it has "
-                        f"{', '.join(map(repr, table.columns))}); name the right one with "
-                        f"{', '.join(f'--{options[name]}' for name in missing)}.")
+                        f"{', '.join(map(repr, table.columns))}); {fix}.")
     return [table.columns[name] for name in options]
+
+
+def _delimiter_fix(table: Table) -> str | None:
+    """Where the whole header reads as one column that holds a tab, ';' or '|': the --delimiter to pass."""
+    header = next(iter(table.columns)) if len(table.columns) == 1 else ""
+    found = next((character for character in "\t;|" if character in header), None)
+    if found is None:
+        return None
+    return (f"its header holds {_named(found)}s, so the file is not comma-separated: pass --delimiter "
+            f"{'tab' if found == chr(9) else repr(found)}")
 
 
 def _is_number(value) -> bool:
@@ -288,9 +407,11 @@ def _title(raw) -> str | None:
 
 def read_interactions(interactions, items, columns: InteractionColumns = InteractionColumns(),
                       min_interactions: int = 3, test_fraction: float = 0.2, split: str = "time",
-                      seed: int = 0, encoding: str = "utf-8") -> Domain:
+                      seed: int = 0, encoding: str = "utf-8", delimiter: str | None = None,
+                      dataset_split: str | None = None) -> Domain:
     """Check the two tables and build a domain: see the module docstring. `interactions` and `items` are paths
-    (text files read in `encoding`) or `datasets.Dataset`s."""
+    (text files read in `encoding`, delimited ones split at `delimiter`) or tables in memory (a DatasetDict's
+    `dataset_split` read)."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
     if not 0 <= test_fraction < 1:
@@ -302,10 +423,12 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
 
     titles: dict[str, str] = {}
     untitled: set[str] = set()
-    item_table = read_table(items, "items", encoding)
+    item_table = read_table(items, "items", encoding, delimiter, dataset_split)
     where_items = item_table.where
+    item_option = ("items-item-column" if columns.items_item
+                   else "item-column (both tables), or --items-item-column (the items table alone)")
     item_column, title_column = _columns(item_table, {
-        columns.item_table_item: "items-item-column", columns.title: "title-column"}, "items")
+        columns.item_table_item: item_option, columns.title: "title-column"}, "items")
     for row, (raw_item, raw_title) in enumerate(zip(item_column, title_column), 1):
         item = _key(raw_item, row, columns.item_table_item, where_items)
         if item in titles or item in untitled:
@@ -324,7 +447,7 @@ def read_interactions(interactions, items, columns: InteractionColumns = Interac
                         f"{columns.title!r} (every value is empty or not text); name the title column with "
                         "--title-column.")
 
-    events = read_table(interactions, "interactions", encoding)
+    events = read_table(interactions, "interactions", encoding, delimiter, dataset_split)
     where_events = events.where
     users, item_ids, raw_times = _columns(events, {
         columns.user: "user-column", columns.item: "item-column", columns.timestamp: "time-column"}, "interactions")
