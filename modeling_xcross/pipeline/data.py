@@ -67,6 +67,11 @@ class DomainData:
         """The item id of a shop's id, None when no item has it."""
         return self._items_by_shop_id.get(shop_id)
 
+    def own_titles(self) -> dict[str | int, str]:
+        """{own id: title} of the titled items: a catalogue for `model.recommend` that names items, and takes them in
+        a history, by the domain's own ids."""
+        return {self.shop_id(item): title for item, title in self.titles.items()}
+
     def train_users_by_time(self) -> list[str]:
         """The train users, earliest last interaction first: by timestamps.json's times where the folder has them
         (ties in file order), else in file order."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL, WORDS
+from modeling_xcross.inference.catalogue import Catalogue
 from modeling_xcross.pipeline.cli import main
 from modeling_xcross.pipeline.data import TIMES_FILE, DataError, DomainData, load_domain
 from modeling_xcross.pipeline.references import latest_validation_users, recency_weights
@@ -68,6 +69,9 @@ def test_prepare_keeps_the_ids_as_written_and_the_users_in_time_order(shop):
     domain = load_domain(shop, "Shop")
     assert domain.shop_id(smap["000001"]) == "000001" and domain.item_of("SKU-000x") == smap["SKU-000x"]
     assert domain.train_users_by_time() == list(train)
+    catalogue = Catalogue.of(domain.own_titles())  # what model.recommend takes: SKUs in, SKUs out
+    assert catalogue.item_ids[catalogue.position("000001")] == "000001"
+    assert catalogue.resolve(["000001"])[0] == [domain.titles[smap["000001"]]]
     assert all(len(domain.times[user]) == len(history) for user, history in domain.train.items())
 
 
