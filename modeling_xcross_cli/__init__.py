@@ -38,7 +38,8 @@ def cli_source() -> ast.Module:
 
 
 def commands_of(source: ast.Module) -> dict[str, str]:
-    """Each `commands.add_parser(name, help=...)` of the CLI's source, in source order (build_parser's): {name: help}."""
+    """Each `commands.add_parser(name, help=...)` of the CLI's source, in source order (build_parser's order):
+    {name: help}."""
     found = sorted((node.lineno, node.args[0].value, keyword.value.value) for node in ast.walk(source)
                    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                    and node.func.attr == "add_parser" and node.args and isinstance(node.args[0], ast.Constant)

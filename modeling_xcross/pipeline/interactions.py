@@ -15,10 +15,10 @@ history does not depend on the machine's time zone. Each user's history is sorte
 in time order of their last interaction, so that "latest" reads time. Users are split into train and test users by
 time (the test users are the ones whose last interaction is the latest: train on the past, test on the future) or at
 random. The ids are kept as written: smap.json maps each item's own id to the integer the folder numbers it with, and
-train.json / test.json are keyed by the users' own ids. What is dropped (duplicate rows, items without a usable title, users with too few
-interactions) is counted and printed; input that cannot be used (an empty, undecodable or damaged file, a missing
-column, an interaction with an item the item table lacks, no usable history) is refused with the file, row or column
-named.
+train.json / test.json are keyed by the users' own ids. What is dropped (duplicate rows, items without a usable
+title, users with too few interactions) is counted and printed; input that cannot be used (an empty, undecodable or
+damaged file, a missing column, an interaction with an item the item table lacks, no usable history) is refused with
+the file, row or column named.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import json
 import lzma
 import math
 import random
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -48,7 +49,7 @@ TAB_SEPARATED = (".tsv", ".inter", ".item")
 # Compressed text files, read as the file inside: the suffix before this one names its format.
 COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # What a damaged compressed file raises while it is read.
-DAMAGED = (OSError, EOFError, lzma.LZMAError)
+DAMAGED = (OSError, EOFError, zlib.error, lzma.LZMAError)
 # --delimiter's names of characters that are awkward to type.
 DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
 
@@ -116,7 +117,6 @@ def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> None:
 
 
 @dataclass
-@dataclass
 class Table:
     """A table's columns as lists of values, and where it comes from (for messages)."""
 
@@ -143,8 +143,8 @@ class TableFile:
         compression = suffixes.pop() if suffixes and suffixes[-1] in COMPRESSIONS else None
         if not suffixes or suffixes[-1] not in TABLE_FORMATS:
             raise DataError(f"The {role} table {path} is not .csv, .jsonl, .json or .parquet, nor .tsv or RecBole's "
-                            ".inter / .item (the text ones may end in .gz, .bz2 or .xz); convert it to one of these, or "
-                            "pass a pandas DataFrame or a datasets.Dataset in Python.")
+                            ".inter / .item (the text ones may end in .gz, .bz2 or .xz); convert it to one of these, "
+                            "or pass a pandas DataFrame or a datasets.Dataset in Python.")
         if suffixes[-1] == ".parquet" and compression:
             raise DataError(f"The {role} table {path} is a compressed Parquet file; Parquet compresses inside the "
                             "file, so write it as plain .parquet.")

@@ -111,7 +111,8 @@ def one_line(capsys) -> str:
 @pytest.mark.parametrize("case, parts", [
     ("a TSV named .csv", ["events.csv has no column 'user_id', 'item_id', 'timestamp'", "its header holds tabs",
                           "pass --delimiter tab"]),
-    ("a damaged gzip file", ["events.csv.gz is not a readable .gz file", "compress it again"]),
+    ("a truncated gzip file", ["events.csv.gz is not a readable .gz file", "compress it again"]),
+    ("a corrupted xz file", ["events.csv.xz is not a readable .xz file", "compress it again"]),
     ("an atomic header without types", ["shop.inter is a RecBole atomic file", "'user_id' has no type",
                                         "name:type"]),
     ("a compressed Parquet file", ["events.parquet.gz is a compressed Parquet file", "plain .parquet"]),
@@ -126,9 +127,14 @@ def test_unreadable_inputs_are_refused_in_one_line(tmp_path, capsys, case, parts
     options = []
     if case == "a TSV named .csv":
         events = write(tmp_path / "events.csv", delimited(HEADERS[0], EVENTS, "\t"))
-    elif case == "a damaged gzip file":
+    elif case == "a truncated gzip file":
         events = write(tmp_path / "events.csv.gz", delimited(HEADERS[0], EVENTS))
         events.write_bytes(events.read_bytes()[:-12])
+    elif case == "a corrupted xz file":
+        events = write(tmp_path / "events.csv.xz", delimited(HEADERS[0], EVENTS))
+        data = bytearray(events.read_bytes())
+        data[40:48] = b"\xff" * 8
+        events.write_bytes(bytes(data))
     elif case == "an atomic header without types":
         events = write(tmp_path / "shop.inter", delimited(HEADERS[0], EVENTS, "\t"))
     elif case == "a compressed Parquet file":
