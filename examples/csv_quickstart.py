@@ -1,6 +1,7 @@
 """From your own CSV files to recommendations: two small shops' interactions and item titles, written here, become
 domain folders (`xcross prepare`); a LoRA adapter is trained on one shop, X-Cross on the other from it, and X-Cross
-recommends the second shop's top items for one of its test customers.
+recommends the second shop's top items for one of its test customers, naming them by the shop's own ids (G-12, ...).
+`--user` takes any customer (a train customer: from the whole history), `--history-ids G-3 G-4` the shop's ids.
 
     python examples/csv_quickstart.py --output-dir runs/csv-quickstart
 
