@@ -96,9 +96,10 @@ def number_items(histories: dict[str, list[str]], train_users: list[str], test_u
 
 
 def write_domain(domain: Domain, output_dir: str | Path) -> None:
-    """Write the files of the domain folder, each atomically."""
-    for name, content in (("meta_data.json", domain.meta), ("smap.json", domain.smap),
-                          ("train.json", domain.train), ("test.json", domain.test), (TIMES_FILE, domain.times)):
+    """Write the files of the domain folder, each atomically; timestamps.json only for a domain with times."""
+    files = {"meta_data.json": domain.meta, "smap.json": domain.smap, "train.json": domain.train,
+             "test.json": domain.test, **({TIMES_FILE: domain.times} if domain.times else {})}
+    for name, content in files.items():
         atomic_write(Path(output_dir) / name, lambda path, content=content: path.write_text(json.dumps(content),
                                                                                              encoding="utf-8"))
 
