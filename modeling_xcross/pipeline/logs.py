@@ -3,8 +3,9 @@
 
 The package's modules log under transformers' root logger (`transformers.modeling_xcross.*`), so that
 `transformers.logging.set_verbosity_*` and TRANSFORMERS_VERBOSITY reach them in Python; the command gives them their
-own handler and label while it runs, and puts everything back afterwards, so that a Python caller's logging is left
-as it was.
+own handler and label while it runs (transformers' own handler lets them pass, so they are shown once, and they still
+propagate to Python's root logger as before), and puts everything back afterwards, so that a Python caller's logging
+is left as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ LABEL = "[xcross] %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+class _NotTheProjects(logging.Filter):
+    """Lets pass every record but the project's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith(PROJECT_LOGGER)
+
+
 @contextmanager
 def command_logging(level: str | None = None):
     """While the block runs, the project's messages go to stderr labelled `[xcross]` and, with `level` (one of
@@ -27,9 +35,15 @@ def command_logging(level: str | None = None):
     project = logging.getLogger(PROJECT_LOGGER)
     handler = logging.StreamHandler()  # sys.stderr as it is now
     handler.setFormatter(logging.Formatter(LABEL))
-    saved = project.propagate, project.level, hf_logging.get_verbosity()
+    # transformers' console handler would print the message again, as [transformers]; other handlers (a test's
+    # capture, a file) keep receiving it.
+    library_handlers = [library_handler for library_handler in logging.getLogger("transformers").handlers
+                        if type(library_handler) is logging.StreamHandler]
+    skip_ours = _NotTheProjects()
+    saved = project.level, hf_logging.get_verbosity()
     project.addHandler(handler)
-    project.propagate = False  # transformers' handler would print it again, as [transformers]
+    for library_handler in library_handlers:
+        library_handler.addFilter(skip_ours)
     if level is not None:
         project.setLevel(level.upper())
         hf_logging.set_verbosity(logging.getLevelName(level.upper()))
@@ -37,6 +51,7 @@ def command_logging(level: str | None = None):
         yield
     finally:
         project.removeHandler(handler)
-        project.propagate, level_before, verbosity = saved
-        project.setLevel(level_before)
-        hf_logging.set_verbosity(verbosity)
+        for library_handler in library_handlers:
+            library_handler.removeFilter(skip_ours)
+        project.setLevel(saved[0])
+        hf_logging.set_verbosity(saved[1])
