@@ -18,10 +18,12 @@ Runs under `torchrun --nproc_per_node N` and `accelerate launch` unchanged. Also
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from configuration_xcross.configuration_xcross import HISTORY_ENCODINGS, POOLING_MODES, SCORING_MODES, XCrossConfig
@@ -32,9 +34,10 @@ from ..inference.catalogue import DEFAULT_RERANK_TOP, RecommendedItem
 from ..packaged_models import DEFAULT_BACKBONE
 from .baselines import BASELINES, evaluate_baseline
 from .comparison import ComparisonError, compare
-from .data import DEFAULT_DATA_DIR, MIN_HISTORY, DataError
+from .data import DATA_DIR_HELP, MIN_HISTORY, DataError, default_data_dir
 from .domain_ranking import SemicolonHistory, recommend_from_dir
 from .interactions import SPLITS, InteractionColumns, check_output_dir, read_interactions, write_domain
+from .logs import LOG_LEVELS, command_logging
 from .runs import OutputDirError, RunSettings, evaluate_model, train
 from .samples import TRAIN_POSITIONS
 from .user_batches import NEGATIVE_MODES
@@ -42,7 +45,6 @@ from .user_batches import NEGATIVE_MODES
 # Chosen on validation users (research/results.md, "Choosing the defaults"); the model's scoring defaults are
 # XCrossConfig's own, so a model built in Python scores as the one the commands train.
 DEFAULT_TRAIN_POSITIONS = "all"
-DEFAULT_FUSION_LEARNING_RATE = 1e-5
 # An upper bound: by default training runs on all train users until validation MRR stops improving (--patience).
 DEFAULT_EPOCHS = 20.0
 # Chosen on validation users (research/results/negatives/): the negatives where user batches apply (dual scoring,
@@ -52,7 +54,7 @@ DEFAULT_BATCH_SIZE = {"user batches": 32, "per-example": 8}
 # Chosen on validation users (research/results/ablation/): hold the rate after a short warm-up and let early stopping
 # end the run; the dual head's residual projection and its start chosen on the validation users.
 DEFAULT_LR_SCHEDULER = "constant_with_warmup"
-DEFAULT_WARMUP_STEPS = 50
+DEFAULT_WARMUP_STEPS = 20
 DEFAULT_PROJECTION_RANK = XCrossConfig.projection_rank
 
 # What a user's input can cause (bad options, data, directories, files): a message and exit status 1, where other
@@ -124,9 +126,9 @@ def _label_and_dir(text: str) -> tuple[str, Path]:
 def _common(parser: argparse.ArgumentParser, evaluating: bool = False, max_length: int | None = 128) -> None:
     """The options every command but `compare`, `prepare` and `recommend` takes; `max_length` None: the model's."""
     parser.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
-    parser.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+    parser.add_argument("--data-dir", default=default_data_dir(),
                         help="folder holding one folder per domain (meta_data.json, smap.json, train.json, "
-                             "test.json); default: %(default)s")
+                             f"test.json); default: {DATA_DIR_HELP}")
     parser.add_argument("--max-eval-users", type=_positive_int, default=200,
                         help="test users scored (first N of a seeded shuffle); default: %(default)s")
     parser.add_argument("--val-users", type=_positive_int, default=100,
@@ -255,7 +257,7 @@ def _history_json(text: str) -> list:
     return history
 
 
-def format_recommendations(items: list[RecommendedItem], held_out: int | None = None) -> str:
+def format_recommendations(items: list[RecommendedItem], held_out: str | int | None = None) -> str:
     """A plain-text table, best first; a held-out next item in it is marked."""
     width = max(len(str(item.item_id)) for item in items)
     lines = [f"{'rank':>4}  {'score':>9}  {'item':>{width}}  title"]
@@ -267,6 +269,7 @@ def format_recommendations(items: list[RecommendedItem], held_out: int | None = 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xcross", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     adapter = commands.add_parser("train-adapter", help="train a per-domain LoRA recommender (a source adapter, or "
@@ -281,10 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     xcross.add_argument("--sources", required=True, nargs="+", type=Path,
                         help="output directories of `xcross train-adapter` runs on the same --backbone")
     _common(xcross)
-    xcross.add_argument("--fusion-learning-rate", type=_positive_float, default=DEFAULT_FUSION_LEARNING_RATE,
-                        help="learning rate of the fusion heads (the rest trains at --learning-rate): z sums n * d "
-                             "products, so the rate that suits a LoRA weight moves z hundreds of times as far; "
-                             "default: %(default)s")
+    xcross.add_argument("--fusion-learning-rate", type=_positive_float, default=None,
+                        help="learning rate of the fusion heads; with --scale-fusion-input one step moves z about as "
+                             "far through W as through b, so they train at --learning-rate like the rest; unscaled, "
+                             "z sums n * d products and needs a rate hundreds of times smaller (1e-5 was the "
+                             "default then); default: --learning-rate")
     xcross.add_argument("--normalize-fusion-input", action=argparse.BooleanOptionalAction,
                         default=XCrossConfig.normalize_fusion_input,
                         help="the fusion heads read each stream at unit root mean square per token, so z does not "
@@ -333,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the runs to compare, in table order: label and output directory")
     comparison.add_argument("--model", default="X-Cross", help="the row the verdict is about; default: %(default)s")
     comparison.add_argument("--output-dir", required=True, type=Path, help="where comparison.md/.json/_mrr.png go")
+    comparison.add_argument("--json", action="store_true", help="print comparison.json instead of the markdown")
     comparison.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
 
     evaluate = commands.add_parser("evaluate", help="score a trained model on fixed candidate lists; writes "
@@ -344,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="test users, or the validation users held out from train users; default: %(default)s")
     _common(evaluate, evaluating=True, max_length=None)
     _rerank_top(evaluate)
+    evaluate.add_argument("--json", action="store_true",
+                          help="print the metrics as JSON on stdout (the other lines go to stderr)")
 
     recommend = commands.add_parser("recommend", help="the top items of a domain's whole catalogue for a history, "
                                     "from a trained model (item representations cached in MODEL_DIR/item_cache)")
@@ -351,17 +358,18 @@ def build_parser() -> argparse.ArgumentParser:
                            help="output directory of a finished train-adapter, train-head or train run")
     recommend.add_argument("--domain", required=True, help="domain folder name under --data-dir: its items are "
                            "the catalogue")
-    recommend.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="default: %(default)s")
+    recommend.add_argument("--data-dir", default=default_data_dir(), help=f"default: {DATA_DIR_HELP}")
     given = recommend.add_mutually_exclusive_group(required=True)
     given.add_argument("--history", type=_history, help="item titles, oldest first, separated by ';'; titles "
                        "outside the catalogue are read as text")
     given.add_argument("--history-json", type=_history_json, metavar="JSON",
                        help="the history as a JSON list of titles and item ids, oldest first, e.g. "
                             "'[\"Wallplate, 2-Port; White\", 40]' (for titles that hold ';')")
-    given.add_argument("--history-ids", type=int, nargs="+", metavar="ID", help="the history as item ids of the "
-                       "domain, oldest first")
-    given.add_argument("--user", help="a test user id of the domain: its history in test.json without the last "
-                       "item (which the table marks when recommended)")
+    given.add_argument("--history-ids", nargs="+", metavar="ID", help="the history as the domain's own item ids "
+                       "(a shop's SKUs as its table wrote them, the Amazon asins; the integer ids of smap.json are "
+                       "taken too), oldest first")
+    given.add_argument("--user", help="a user id of the domain: a train user's whole history, or a test user's "
+                       "history in test.json without the last item (which the table marks when recommended)")
     recommend.add_argument("--top-k", type=_positive_int, default=10, help="items listed; default: %(default)s")
     recommend.add_argument("--include-history", action="store_true",
                            help="rank the history's own items too (left out by default)")
@@ -370,16 +378,38 @@ def build_parser() -> argparse.ArgumentParser:
     _rerank_top(recommend)
     recommend.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     _prepare(commands)
+    for command in commands.choices.values():
+        _messages(command)
     return parser
 
 
+def package_version() -> str:
+    try:
+        return version("xcross-rec")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _messages(parser: argparse.ArgumentParser) -> None:
+    """The options of what a command prints besides its results, which every command takes."""
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                        help="show messages of this level and above (the project's, labelled [xcross], and the "
+                             "libraries'); default: warnings")
+    parser.add_argument("--quiet", action="store_true",
+                        help="only errors besides the results: --log-level error, and no progress bars when run as "
+                             "the xcross command")
+
+
 def _prepare(commands) -> None:
-    prepare = commands.add_parser("prepare", help="check your own interactions and item titles (CSV, JSON Lines, "
-                                  "Parquet) and write the domain folder the other commands read")
+    prepare = commands.add_parser("prepare", help="check your own interactions and item titles (CSV, TSV, JSON "
+                                  "Lines, Parquet, RecBole atomic files) and write the domain folder the other "
+                                  "commands read")
     prepare.add_argument("--interactions", required=True, type=Path,
-                         help="table of (user, item, timestamp) rows: .csv, .jsonl or .parquet")
-    prepare.add_argument("--items", required=True, type=Path, help="table of (item, title) rows: .csv, .jsonl or "
-                         ".parquet")
+                         help="table of (user, item, timestamp) rows: .csv, .tsv, .jsonl, .parquet or RecBole's "
+                              ".inter; the text ones may be compressed (.gz, .bz2, .xz)")
+    prepare.add_argument("--items", required=True, type=Path,
+                         help="table of (item, title) rows: .csv, .tsv, .jsonl, .parquet or RecBole's .item; the "
+                              "text ones may be compressed (.gz, .bz2, .xz)")
     prepare.add_argument("--output-dir", required=True, type=Path,
                          help="the domain folder to write: pass its parent as --data-dir and its name as --domain; "
                               "refused when it already holds files, unless --overwrite")
@@ -387,6 +417,9 @@ def _prepare(commands) -> None:
                          help="replace the domain files of an --output-dir that already holds files")
     prepare.add_argument("--encoding", default="utf-8",
                          help="text encoding of CSV and JSON Lines files (e.g. latin-1); default: %(default)s")
+    prepare.add_argument("--delimiter", default=None,
+                         help="the field separator of delimited text files: one character, or tab, comma, "
+                              "semicolon, pipe, space; default: tab for .tsv, .inter and .item, else comma")
     defaults = InteractionColumns()
     prepare.add_argument("--user-column", default=defaults.user, help="default: %(default)s")
     prepare.add_argument("--item-column", default=defaults.item, help="default: %(default)s")
@@ -439,10 +472,17 @@ def _dual_settings(args: argparse.Namespace, negatives: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with command_logging("error" if args.quiet else args.log_level):
+        return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The parsed command, its expected errors printed as one line (see `USER_ERRORS`)."""
     try:
         if args.command == "compare":
             runs = dict(_label_and_dir(item) for item in args.runs)
-            print(compare(runs, args.output_dir, args.model))
+            text = compare(runs, args.output_dir, args.model)
+            print((args.output_dir / "comparison.json").read_text() if args.json else text)
             return 0
         if args.command == "baseline":
             evaluate_baseline(args.method, args.data_dir, args.domain, args.output_dir, args.backbone,
@@ -450,15 +490,18 @@ def main(argv: list[str] | None = None) -> int:
                               args.full_ranking, args.history_decay, args.temperature, args.popularity_weight)
             return 0
         if args.command == "evaluate":
-            evaluate_model(args.model_dir, args.data_dir, args.domain, args.split, args.max_eval_users,
-                           args.val_users, args.seed, args.eval_batch_size, args.max_length, args.full_ranking,
-                           args.rerank_top)
+            # With --json, stdout holds the metrics alone: the lines evaluate prints on the way go to stderr.
+            with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+                metrics = evaluate_model(args.model_dir, args.data_dir, args.domain, args.split,
+                                         args.max_eval_users, args.val_users, args.seed, args.eval_batch_size,
+                                         args.max_length, args.full_ranking, args.rerank_top)
+            if args.json:
+                print(json.dumps(metrics, indent=2))
             return 0
         if args.command == "recommend":
-            history = next((given for given in (args.history, args.history_json, args.history_ids)
-                            if given is not None), None)
+            history = args.history if args.history is not None else args.history_json
             items, held_out = recommend_from_dir(args.model_dir, args.data_dir, args.domain, history=history,
-                                                 user=args.user, top_k=args.top_k,
+                                                 item_ids=args.history_ids, user=args.user, top_k=args.top_k,
                                                  exclude_history=not args.include_history, rerank_top=args.rerank_top)
             print(json.dumps([item.to_dict() for item in items], indent=2) if args.json
                   else format_recommendations(items, held_out))
@@ -468,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                                          args.items_item_column)
             check_output_dir(args.output_dir, args.overwrite)
             domain = read_interactions(args.interactions, args.items, columns, args.min_interactions,
-                                       args.test_fraction, args.split, args.seed, args.encoding)
+                                       args.test_fraction, args.split, args.seed, args.encoding, args.delimiter)
             write_domain(domain, args.output_dir)
             print(f"{args.output_dir}: {domain.summary()}")
             return 0

@@ -220,8 +220,9 @@ def test_cli_recommend_prints_a_table_and_json(model_dir, data_dir, capsys):
     assert [entry["rank"] for entry in listed] == [1, 2, 3, 4, 5]
     assert set(listed[0]) == {"item_id", "title", "score", "rank"}
     assert [entry["score"] for entry in listed] == sorted((entry["score"] for entry in listed), reverse=True)
-    assert not {entry["item_id"] for entry in listed} & set(history)
-    assert all(entry["title"] == domain.titles[entry["item_id"]] for entry in listed)
+    assert not {entry["item_id"] for entry in listed} & {domain.shop_id(item) for item in history}
+    assert all(entry["item_id"].startswith("A") for entry in listed), "named by the domain's own ids (asins)"
+    assert all(entry["title"] == domain.titles[domain.item_of(entry["item_id"])] for entry in listed)
     assert list((model_dir / "item_cache").glob("items-*.safetensors"))
 
     titles = "; ".join(domain.titles[item] for item in history)
@@ -230,16 +231,16 @@ def test_cli_recommend_prints_a_table_and_json(model_dir, data_dir, capsys):
     assert table[0].split() == ["rank", "score", "item", "title"] and len(table) == 6
     assert [line.split()[2] for line in table[1:]] == [str(entry["item_id"]) for entry in listed], \
         "the same history given as titles"
-    assert domain.titles[listed[0]["item_id"]] in table[1]
+    assert domain.titles[domain.item_of(listed[0]["item_id"])] in table[1]
     assert not any("held-out next item" in line for line in table), "a history given as titles has none"
     assert main([*common, "--user", user, "--top-k", "5"]) == 0
     marked = [line for line in capsys.readouterr().out.splitlines() if "held-out next item" in line]
-    assert len(marked) == (held_out in [entry["item_id"] for entry in listed])
+    assert len(marked) == (domain.shop_id(held_out) in [entry["item_id"] for entry in listed])
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--user", "no-such-user"], "User 'no-such-user' is not a test user of Toys"),
-    (["--history-ids", "3", "9999"], "item id 9999 is not in the catalogue"),
+    (["--user", "no-such-user"], "User 'no-such-user' is not a user of Toys"),
+    (["--history-ids", "3", "9999"], "--history-ids: '9999' is not the id of a titled item of Toys"),
     (["--user", "{user}", "--top-k", "1000"], "top_k=1000 is larger than the catalogue"),
 ])
 def test_cli_recommend_refuses_bad_input(model_dir, data_dir, capsys, arguments, message):

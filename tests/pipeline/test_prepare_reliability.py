@@ -195,7 +195,8 @@ def test_an_existing_domain_folder_is_not_written_over_without_overwrite(tmp_pat
     fewer = write_csv(tmp_path / "fewer.csv", ["user_id", "item_id", "timestamp"], EVENTS[:6])
     capsys.readouterr()
     assert prepare(tmp_path, fewer, items_csv) == 1
-    one_line_error(capsys, "Shop already holds files (meta_data.json, smap.json, test.json, train.json)",
+    one_line_error(capsys, "Shop already holds files (meta_data.json, smap.json, test.json, timestamps.json, "
+                   "train.json)",
                    "--overwrite")
     assert {path.name: path.read_bytes() for path in (tmp_path / "Shop").iterdir()} == before
     assert prepare(tmp_path, fewer, items_csv, "--overwrite") == 0
