@@ -31,15 +31,18 @@ SCALE = ["--max-train-users", "300", "--val-users", "200", "--max-eval-users", "
 # The dual form before issue 39, flag by flag (a flag maps to its values; the `all` row is today's defaults).
 BEFORE = {"--stream-dropout": [], "--scale-fusion-input": ["--no-scale-fusion-input"], "--fusion-bound": ["none"],
           "--fusion-learning-rate": ["1e-5"], "--projection-rank": ["none"], "--choose-start": ["--no-choose-start"],
-          "--lr-scheduler": ["linear"], "--warmup-steps": ["0"]}
+          "--choose-temperature": ["--no-choose-temperature"], "--lr-scheduler": ["linear"], "--warmup-steps": ["0"]}
 CHANGES = {
     "no stream dropout": {"--stream-dropout": ["--no-stream-dropout"]},
     "conditioned integrator": {"--scale-fusion-input": [], "--fusion-bound": ["1.0"], "--fusion-learning-rate": ["5e-4"],
                                "--lr-scheduler": ["constant_with_warmup"], "--warmup-steps": ["20"]},
     "head projection": {"--projection-rank": ["16"]},
-    "start chosen": {"--choose-start": []},
+    "start chosen": {"--choose-start": [], "--choose-temperature": []},
 }
-HEAD_FLAGS = ("--projection-rank", "--choose-start", "--lr-scheduler", "--warmup-steps")
+# Run after the first rows showed that the temperature chosen by cross-entropy (0.3, the softest of its grid, every
+# time) held training back: the start chosen at the configured temperature.
+TEMPERATURE_KEPT = {"--choose-temperature": ["--no-choose-temperature"]}
+HEAD_FLAGS = ("--projection-rank", "--choose-start", "--choose-temperature", "--lr-scheduler", "--warmup-steps")
 
 
 def _flags(settings: dict[str, list[str]]) -> list[str]:
@@ -59,6 +62,16 @@ def rows() -> dict[str, tuple[str, list[str]]]:
     table["LoRA before"] = ("train-adapter", _flags({flag: BEFORE[flag] for flag in HEAD_FLAGS}))
     table["LoRA with head changes"] = ("train-adapter", _flags({flag: {**BEFORE, **every_change}[flag]
                                                                for flag in HEAD_FLAGS}))
+    table["all with temperature kept"] = ("train", _flags({**BEFORE, **every_change, **TEMPERATURE_KEPT}))
+    table["LoRA with head changes and temperature kept"] = (
+        "train-adapter", _flags({flag: {**BEFORE, **every_change, **TEMPERATURE_KEPT}[flag] for flag in HEAD_FLAGS}))
+    lora_before = {flag: BEFORE[flag] for flag in HEAD_FLAGS}
+    table["LoRA start chosen"] = ("train-adapter", _flags({**lora_before, **CHANGES["start chosen"]}))
+    table["LoRA start chosen with temperature kept"] = ("train-adapter", _flags({**lora_before, **CHANGES["start chosen"],
+                                                                            **TEMPERATURE_KEPT}))
+    table["LoRA head projection"] = ("train-adapter", _flags({**lora_before, **CHANGES["head projection"]}))
+    table["LoRA constant rate"] = ("train-adapter", _flags({**lora_before, "--lr-scheduler": ["constant_with_warmup"],
+                                                            "--warmup-steps": ["20"]}))
     return table
 
 

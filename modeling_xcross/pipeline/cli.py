@@ -192,10 +192,12 @@ def _common(parser: argparse.ArgumentParser, evaluating: bool = False, max_lengt
                         help="dual scoring: rank of the head's residual projection of every representation (the "
                              "identity at initialisation, trained); 'none' for none; default: %(default)s")
     parser.add_argument("--choose-start", action=argparse.BooleanOptionalAction, default=True,
-                        help="dual scoring with item histories: before training, choose the history decay, the "
-                             "prior weight and the temperature on the validation users (they replace "
-                             "--history-decay, --popularity-weight and --temperature as the start); default: "
-                             "%(default)s")
+                        help="dual scoring with item histories: before training, choose the history decay and the "
+                             "prior weight on the validation users (they replace "
+                             "--history-decay and --popularity-weight as the start); default: %(default)s")
+    parser.add_argument("--choose-temperature", action=argparse.BooleanOptionalAction, default=False,
+                        help="with --choose-start, also choose the starting temperature, by validation "
+                             "cross-entropy, instead of --temperature; default: %(default)s")
     parser.add_argument("--center-representations", action=argparse.BooleanOptionalAction, default=False,
                         help="dual scoring: subtract the train titles' mean representation (untrained model) before "
                              "the cosine, for backbones whose states share one direction (decoders); default: "
@@ -467,7 +469,8 @@ def _dual_settings(args: argparse.Namespace, negatives: str) -> dict:
     return {"history_encoding": args.history_encoding, "history_decay": args.history_decay,
             "popularity_weight": args.popularity_weight, "center_representations": args.center_representations,
             "negatives": negatives, "projection_rank": args.projection_rank,
-            "choose_start": args.choose_start and args.history_encoding == "items"}
+            "choose_start": args.choose_start and args.history_encoding == "items",
+            "choose_temperature": args.choose_temperature}
 
 
 def main(argv: list[str] | None = None) -> int:

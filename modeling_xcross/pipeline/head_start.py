@@ -4,8 +4,11 @@ An untrained dual model ranks by the backbone's similarity plus a popularity pri
 depends on the head's settings (the history's recency decay, the prior's weight against the cosine, the temperature)
 more than on the streams; the best values differ by domain. The best reference chooses its own on validation users;
 this chooses the model's the same way, so that training starts from the best untrained point:
-- the history decay and the prior's weight per unit of cosine (w * tau) by validation MRR;
-- given those, the temperature by validation cross-entropy, the loss training then lowers.
+- the history decay and the prior's weight per unit of cosine (w * tau) by validation MRR, at the configured
+  temperature;
+- with `choose_temperature`, also the temperature, by validation cross-entropy given those. Off by default: the
+  cross-entropy of the untrained model asked for the softest temperature of the grid every time, and from there
+  training learned less than from the configured one (research/results/ablation/).
 Each title is encoded once; the grid itself costs a few matrix products. The choice depends only on the untrained
 model and the validation lists, so a resumed run makes it again and gets the same settings.
 """
@@ -44,7 +47,7 @@ class HeadStart:
 
 
 @torch.no_grad()
-def choose_head_start(model, collator, examples: list[dict]) -> HeadStart:
+def choose_head_start(model, collator, examples: list[dict], choose_temperature: bool = False) -> HeadStart:
     """Choose, apply and return the head's start for `model` (dual scoring, item histories) on validation `examples`
     (`EvalSamples` items: history and candidate titles, label, and candidate_popularity with a prior): the model's
     config, its head's temperature and prior weight, and `collator`'s history decay are set to the choice."""
@@ -78,7 +81,8 @@ def choose_head_start(model, collator, examples: list[dict]) -> HeadStart:
     best = max(tried, key=lambda row: row["validation_mrr"])  # the first of equals, in grid order
     decay, ratio = best["history_decay"], best["prior_ratio"]
     scores = similarity[decay] + ratio * prior if has_prior else similarity[decay]
-    temperature = min(TEMPERATURES, key=lambda tau: F.cross_entropy(scores / tau, labels).item())
+    temperature = (min(TEMPERATURES, key=lambda tau: F.cross_entropy(scores / tau, labels).item())
+                   if choose_temperature else float(model.config.temperature))
     weight = ratio / temperature if has_prior else None
     collator.history_decay = decay
     model.config.history_decay, model.config.temperature = decay, temperature

@@ -88,6 +88,7 @@ class RunSettings:
     fusion_bound: float | None = None  # X-Cross (`train` only): z = c * tanh(. / c)
     stream_dropout: bool = True  # X-Cross (`train` only): the frozen streams with the base's dropout in training
     choose_start: bool = False  # dual scoring: the head's start chosen on the validation users (head_start.py)
+    choose_temperature: bool = False  # with choose_start, the temperature too (by validation cross-entropy)
 
 
 def prepare_output_dir(settings: RunSettings) -> str | None:
@@ -188,8 +189,8 @@ def train(settings: RunSettings, callbacks=()) -> dict:
     # Only rank 0 writes into the output dir: another rank's file there would make rank 0's check of the dir fail.
     validation = EvalSamples(domain, eval_lists_for(domain, "validation", users["validation"], settings.seed,
                                                     validation_path, store=world_rank() == 0), popularity)
-    head_start = (choose_head_start(model, collator, [validation[index] for index in range(len(validation))])
-                  if settings.choose_start else None)
+    head_start = (choose_head_start(model, collator, [validation[index] for index in range(len(validation))],
+                                    settings.choose_temperature) if settings.choose_start else None)
     user_batches = settings.negatives in SHARED_NEGATIVE_MODES
     args = training_arguments(output_dir, epochs=settings.epochs, batch_size=1 if user_batches else settings.batch_size,
                               eval_batch_size=settings.eval_batch_size, learning_rate=settings.learning_rate,

@@ -12,7 +12,7 @@ from modeling_xcross.inference.model_inputs import model_collator
 from modeling_xcross.lora_recommender import LoraRecommender
 from modeling_xcross.pipeline.candidates import build_eval_lists
 from modeling_xcross.pipeline.data import load_domain, split_users
-from modeling_xcross.pipeline.head_start import HISTORY_DECAYS, choose_head_start
+from modeling_xcross.pipeline.head_start import HISTORY_DECAYS, TEMPERATURES, choose_head_start
 from modeling_xcross.pipeline.runs import score
 from modeling_xcross.pipeline.samples import EvalSamples, title_counts
 
@@ -58,3 +58,15 @@ def test_a_cross_model_is_refused(tiny_backbone, validation):
                                    history_decay=1.0, popularity_weight=None, projection_rank=None)
     with pytest.raises(XCrossError, match="--no-choose-start"):
         choose_head_start(model, model_collator(model, 48), [validation[0]])
+
+
+@pytest.mark.parametrize("choose_temperature", [False, True])
+def test_the_temperature_is_kept_unless_chosen_too(tiny_backbone, validation, choose_temperature):
+    model = LoraRecommender.create(str(tiny_backbone), seed=0, **{**FIXED, "temperature": 0.123}).eval()
+    examples = [validation[index] for index in range(len(validation))]
+    start = choose_head_start(model, model_collator(model, 48), examples, choose_temperature=choose_temperature)
+    assert (start.temperature in TEMPERATURES) if choose_temperature else start.temperature == 0.123
+    assert model.config.temperature == start.temperature
+    assert start.popularity_weight == pytest.approx(
+        next(row["prior_ratio"] for row in start.tried if row["validation_mrr"] == start.validation_mrr)
+        / start.temperature)

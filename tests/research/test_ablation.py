@@ -23,7 +23,7 @@ def test_each_row_differs_from_before_only_in_its_own_settings():
         assert changed[row], row
     assert changed["no stream dropout"] == {"stream_dropout"}
     assert changed["head projection"] == {"projection_rank"}
-    assert changed["start chosen"] == {"choose_start"}
+    assert changed["start chosen"] == {"choose_start", "choose_temperature"}
     assert changed["conditioned integrator"] == {"scale_fusion_input", "fusion_bound", "fusion_learning_rate",
                                                  "lr_scheduler", "warmup_steps"}
     every = _parsed("Tools", "all")
