@@ -125,7 +125,8 @@ def report() -> str:
 
 
 def plot(path: Path) -> None:
-    """Validation MRR per row and target: the start (light) and the best checkpoint (dark), one panel per target."""
+    """Validation MRR per row and target: the best checkpoint as a bar (X-Cross blue, target LoRA orange), the
+    untrained start as a tick, one panel per target."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,12 +142,13 @@ def plot(path: Path) -> None:
         names = [row for row in rows() if row in done]
         starts = [done[row]["validation_mrr_start"] for row in names]
         bests = [max(done[row]["validation_mrr_best"] or 0.0, done[row]["validation_mrr_start"]) for row in names]
-        axis.barh(names, bests, color="tab:blue", label="best checkpoint (or the start, when kept)")
-        axis.barh(names, starts, color="tab:blue", alpha=0.35, label="start (untrained)")
+        axis.barh(names, bests, color=["tab:orange" if row.startswith("LoRA") else "tab:blue" for row in names],
+                  label="best checkpoint (or the start, when kept)")
+        axis.scatter(starts, names, color="black", marker="|", s=200, zorder=3, label="untrained start")
         axis.set_xlim(min(starts) - 0.02, max(bests) + 0.01)
         axis.invert_yaxis()
         axis.set_title(f"{target}: validation MRR")
-        axis.legend(loc="lower right", fontsize=8)
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
