@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from configuration_xcross import PAPER_SCORING, XCrossConfig
-from conftest import random_inputs
+from conftest import random_inputs, randomize_integrator
 from modeling_xcross import LoraRecommender, RecommenderConfig, XCrossForSequentialRecommendation
 from modeling_xcross.pipeline.cli import build_parser
 
@@ -53,3 +53,22 @@ def test_a_saved_config_with_the_fields_keeps_them(tmp_path):
     config = XCrossConfig.from_pretrained(tmp_path)
     assert (config.scoring, config.temperature, config.history_encoding, config.popularity_weight) == (
         "dual", 0.3, "items", None)
+
+
+def test_a_saved_xcross_config_without_the_issue_39_fields_keeps_the_integrator_it_was_trained_with(tiny, tmp_path):
+    """Saved before the integrator was scaled and bounded: those configs read the raw, unbounded form (and a trained
+    integrator scores as it did), not today's defaults."""
+    old = dict(scale_fusion_input=False, fusion_bound=None, stream_dropout=True, projection_rank=None)
+    model = XCrossForSequentialRecommendation.from_adapters(tiny.base_dir, tiny.adapter_dirs,
+                                                            **{**PAPER_SCORING, **old}).eval()
+    randomize_integrator(model)
+    model.save_pretrained(tmp_path)
+    _strip(tmp_path / "config.json", old)
+    reloaded = XCrossForSequentialRecommendation.from_pretrained(tmp_path)
+    assert {key: getattr(reloaded.config, key) for key in old} == old
+    assert (XCrossConfig().scale_fusion_input, XCrossConfig().fusion_bound, XCrossConfig().stream_dropout) == (
+        True, 1.0, False), "the defaults differ, so the test can tell"
+    input_ids, attention_mask = random_inputs(2, 3, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids, attention_mask=attention_mask).logits,
+                                   model(input_ids, attention_mask=attention_mask).logits)
