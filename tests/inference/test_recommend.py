@@ -72,7 +72,11 @@ def test_recommend_excludes_the_history_and_equals_exhaustive_scoring(models, na
         assert [item.rank for item in items] == [1, 2, 3, 4, 5]
         assert not {item.item_id - 100 for item in items} & excluded
         expected = exhaustive_top(model, titles, excluded, 5)
-        assert [item.item_id for item in items] == [item_id for item_id, _ in expected]
+        # The catalogue holds "drill 7" twice: their scores tie up to float rounding, which differs between batch
+        # shapes and thread counts, so the two may trade places.
+        same_order = [item.item_id for item in items] == [item_id for item_id, _ in expected]
+        assert same_order or sorted(item.item_id for item in items) == sorted(item_id for item_id, _ in expected)
+        assert same_order or all(abs(item.score - score) < 1e-5 for item, (_, score) in zip(items, expected))
         assert [item.score for item in items] == pytest.approx([score for _, score in expected], rel=1e-5, abs=1e-5)
         assert all(item.title == CATALOGUE[item.item_id] for item in items)
     included = model.recommend([["saw blade", 103]], CATALOGUE, top_k=len(TITLES), exclude_history=False,
