@@ -32,10 +32,13 @@ from transformers import AutoModel, BertConfig, LlamaConfig, RobertaConfig
 VOCAB = 96
 TESTS = Path(__file__).resolve().parent
 LAYERS = ("structure", "model", "serialization", "inference", "pipeline", "e2e", "research")
+# The layers of the quick loop (`-m quick`): tiny models in process, no Trainer runs, no real data.
+QUICK_LAYERS = ("structure", "model", "inference")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark every test with its folder's layer, and skip the `data` tests where the shared Amazon data is absent."""
+    """Mark every test with its folder's layer (and `quick` in the quick loop's layers), and skip the `data` tests where
+    the shared Amazon data is absent."""
     from modeling_xcross.pipeline.data import DEFAULT_DATA_DIR
 
     missing = [domain for domain in ("Toys", "Tools", "Sports") if not (DEFAULT_DATA_DIR / domain).is_dir()]
@@ -45,6 +48,8 @@ def pytest_collection_modifyitems(config, items):
         folder = item.path.relative_to(TESTS).parts[0]
         if folder in LAYERS:
             item.add_marker(getattr(pytest.mark, folder))
+        if folder in QUICK_LAYERS and not item.get_closest_marker("slow") and not item.get_closest_marker("data"):
+            item.add_marker(pytest.mark.quick)
         if missing and item.get_closest_marker("data"):
             item.add_marker(no_data)
 
