@@ -7,7 +7,8 @@ title once and indexing into the result is several times cheaper than encoding e
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -61,12 +62,23 @@ def fit_center(model, collator, titles: list[str], seed: int = 0) -> torch.Tenso
     titles = sorted(set(titles))
     if len(titles) > CENTER_TITLES:
         titles = random.Random(seed).sample(titles, CENTER_TITLES)
-    modes = [(module, module.training) for module in model.modules()]  # a built model mixes train and eval modules
-    center = encode_items(model.eval(), collator, titles).mean(dim=0)  # without dropout, as the model scores
-    for module, training in modes:
-        module.training = training
+    with evaluation_mode(model):  # without dropout, as the model scores
+        center = encode_items(model, collator, titles).mean(dim=0)
     model.head.set_center(center)
     return center
+
+
+@contextmanager
+def evaluation_mode(model) -> Iterator[None]:
+    """The model in eval mode for the block, and every module's own mode back after it: a built model mixes train
+    and eval modules (X-Cross's frozen streams stay in eval mode while it trains)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def item_mean_histories(collator, histories: list[list[str]], titles: list[str], items: torch.Tensor) -> torch.Tensor:

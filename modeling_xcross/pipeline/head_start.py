@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import XCrossError
 from ..head import log_popularity
-from ..inference.encoding import encode_items, item_mean_histories
+from ..inference.encoding import encode_items, evaluation_mode, item_mean_histories
 from .metrics import load_ranking_metric
 
 HISTORY_DECAYS = (0.3, 0.5, 0.7, 0.85, 1.0)
@@ -60,28 +60,30 @@ def choose_head_start(model, collator, examples: list[dict], choose_temperature:
     titles = list(dict.fromkeys([title for example in examples for title in example["candidates"]]
                                 + [title for history in histories for title in history]))
     position = {title: index for index, title in enumerate(titles)}
-    modes = [(module, module.training) for module in model.modules()]
-    items = encode_items(model.eval(), collator, titles)
-    for module, training in modes:
-        module.training = training
+    with evaluation_mode(model):
+        items = encode_items(model, collator, titles)
     candidates = items[torch.tensor([[position[title] for title in example["candidates"]] for example in examples])]
     labels = torch.tensor([example["label"] for example in examples])
     has_prior = model.head.popularity_weight is not None
     prior = (log_popularity(torch.tensor([example["candidate_popularity"] for example in examples],
                                          dtype=torch.float32)) if has_prior else None)
     metric, tried, similarity = load_ranking_metric(), [], {}
-    for decay, ratio in itertools.product(HISTORY_DECAYS, PRIOR_RATIOS if has_prior else (0.0,)):
+
+    def scores(decay: float, ratio: float) -> torch.Tensor:
+        """Validation scores per unit of cosine: the similarity plus `ratio` times the prior."""
         if decay not in similarity:
             collator.history_decay = decay
             similarity[decay] = model.head.similarity(item_mean_histories(collator, histories, titles, items),
                                                       candidates)
-        scores = similarity[decay] + ratio * prior if has_prior else similarity[decay]
-        mrr = metric.compute(predictions=scores.numpy(), references=labels.numpy())["mrr"]
+        return similarity[decay] + ratio * prior if has_prior else similarity[decay]
+
+    for decay, ratio in itertools.product(HISTORY_DECAYS, PRIOR_RATIOS if has_prior else (0.0,)):
+        mrr = metric.compute(predictions=scores(decay, ratio).numpy(), references=labels.numpy())["mrr"]
         tried.append({"history_decay": decay, "prior_ratio": ratio, "validation_mrr": mrr})
     best = max(tried, key=lambda row: row["validation_mrr"])  # the first of equals, in grid order
     decay, ratio = best["history_decay"], best["prior_ratio"]
-    scores = similarity[decay] + ratio * prior if has_prior else similarity[decay]
-    temperature = (min(TEMPERATURES, key=lambda tau: F.cross_entropy(scores / tau, labels).item())
+    chosen = scores(decay, ratio)
+    temperature = (min(TEMPERATURES, key=lambda tau: F.cross_entropy(chosen / tau, labels).item())
                    if choose_temperature else float(model.config.temperature))
     weight = ratio / temperature if has_prior else None
     collator.history_decay = decay
